@@ -1,0 +1,2 @@
+"""dpalign worker: the PyTorch side of dpalign."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Generated protobuf messages of the worker protocol (see proto/ and scripts/gen_proto.py)."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// Creates or refreshes the worker's virtual environment (.venv) from requirements.txt and installs
+// py_runtime into it. A stamp file holds a hash of the inputs so an up-to-date environment costs
+// nothing. DPALIGN_PYTHON, when set, names an interpreter the user manages; then this does nothing.
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const venv = join(root, ".venv");
+const python = join(venv, "bin", "python");
+const stamp = join(venv, ".dpalign-stamp");
+
+if (process.env.DPALIGN_PYTHON) {
+  console.log(`dpalign: using DPALIGN_PYTHON=${process.env.DPALIGN_PYTHON}; not managing .venv`);
+  process.exit(0);
+}
+
+const hash = createHash("sha256");
+hash.update(readFileSync(join(root, "requirements.txt")));
+hash.update(readFileSync(join(root, "py_runtime", "pyproject.toml")));
+const want = hash.digest("hex");
+if (existsSync(python) && existsSync(stamp) && readFileSync(stamp, "utf8").trim() === want) process.exit(0);
+
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { stdio: "inherit", cwd: root });
+  if (r.error) {
+    console.error(`dpalign: could not run ${cmd}: ${r.error.message}. Install Python 3.11 (python3 with venv) or set DPALIGN_PYTHON.`);
+    process.exit(1);
+  }
+  if (r.status !== 0) {
+    console.error(`dpalign: \`${cmd} ${args.join(" ")}\` failed with exit code ${r.status}.`);
+    process.exit(1);
+  }
+}
+
+const base = process.env.PYTHON ?? "python3";
+console.log(`dpalign: preparing the Python worker environment in ${venv} (first time only, about a minute)`);
+if (!existsSync(python)) run(base, ["-m", "venv", venv]);
+const pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--retries", "0", "--timeout", "5", "-q"];
+run(pip[0], [...pip.slice(1), "-r", "requirements.txt"]);
+run(pip[0], [...pip.slice(1), "--no-deps", "--no-build-isolation", "-e", "py_runtime"]);
+writeFileSync(stamp, want + "\n");
+console.log("dpalign: Python environment ready");
