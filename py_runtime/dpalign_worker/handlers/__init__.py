@@ -1,0 +1,2 @@
+"""Importing this package registers every request handler (see registry.py)."""
+from . import lifecycle  # noqa: F401  handshake, ping, shutdown, echo
