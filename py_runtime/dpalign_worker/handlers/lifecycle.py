@@ -1,0 +1,35 @@
+"""Lifecycle and diagnostic handlers: ping, shutdown, echo (handshake is the server's own)."""
+from __future__ import annotations
+
+import time
+
+from ..errors import WorkerError
+from ..protocol import worker_pb2 as pb
+from ..registry import WorkerContext, handler
+from ..tensors import batch_from_proto, batch_to_proto
+
+
+@handler("handshake")
+def handshake(req: pb.HandshakeRequest, ctx: WorkerContext) -> pb.HandshakeReply:
+    # Answered by the server itself (it must record the peer); listed so capabilities name it.
+    raise WorkerError(pb.INTERNAL, "handshake is handled by the server")
+
+
+@handler("ping")
+def ping(req: pb.PingRequest, ctx: WorkerContext) -> pb.PingReply:
+    return pb.PingReply(worker_time_s=time.time())
+
+
+@handler("shutdown")
+def shutdown(req: pb.ShutdownRequest, ctx: WorkerContext) -> pb.ShutdownReply:
+    return pb.ShutdownReply()
+
+
+@handler("echo")
+def echo(req: pb.EchoRequest, ctx: WorkerContext) -> pb.EchoReply:
+    if req.sleep_ms:
+        time.sleep(req.sleep_ms / 1000)
+    if req.raise_error:
+        raise WorkerError(pb.DEBUG_RAISED, req.raise_error)
+    # Decode and re-encode so the round trip exercises the tensor codec on both sides.
+    return pb.EchoReply(batch=batch_to_proto(batch_from_proto(req.batch)), payload=req.payload)

@@ -1,0 +1,250 @@
+"""The worker's ZeroMQ server: a ROUTER socket, a thread pool for requests, heartbeats.
+
+One I/O thread owns the ROUTER socket (ZeroMQ sockets are not thread-safe). Requests are decoded
+there; quick lifecycle methods answer inline, everything else runs on a thread pool whose threads
+hand finished replies back over inproc PUSH sockets. Every exception becomes a typed Error reply;
+bytes that do not parse produce a MALFORMED_REQUEST reply (or a logged drop) and never stop the
+worker.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import zmq
+from google.protobuf.message import DecodeError, Message
+
+from . import __version__
+from .errors import WorkerError
+from .protocol import worker_pb2 as pb
+from .registry import HANDLERS, WorkerContext
+
+log = logging.getLogger("dpalign_worker")
+
+PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
+DEFAULT_HEARTBEAT_MS = 1000
+# Methods answered on the I/O thread: cheap, and they must not queue behind long training steps.
+INLINE_METHODS = frozenset({"handshake", "ping", "shutdown"})
+
+
+class WorkerServer:
+    def __init__(self, endpoint: str, *, threads: int = 4, parent_pid: int | None = None, context: WorkerContext | None = None) -> None:
+        from . import handlers  # noqa: F401  registers every handler
+
+        self.endpoint = endpoint
+        self.parent_pid = parent_pid
+        self.ctx = context or WorkerContext()
+        self.zmq = zmq.Context.instance()
+        self.router = self.zmq.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 500)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.bind(endpoint)
+        self.results_addr = f"inproc://dpalign-results-{id(self)}"
+        self.results = self.zmq.socket(zmq.PULL)
+        self.results.bind(self.results_addr)
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dpalign-req")
+        self._local = threading.local()
+        self._push_sockets: list[zmq.Socket] = []
+        self._push_lock = threading.Lock()
+        self.peer: bytes | None = None
+        self.heartbeat_ms = DEFAULT_HEARTBEAT_MS
+        self.heartbeat_seq = 0
+        self.in_flight = 0
+        self.started = time.monotonic()
+        self.stopping = False
+
+    # -- replies from pool threads -------------------------------------------------------------
+    def _push(self) -> zmq.Socket:
+        sock = getattr(self._local, "push", None)
+        if sock is None:
+            sock = self.zmq.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.results_addr)
+            self._local.push = sock
+            with self._push_lock:
+                self._push_sockets.append(sock)
+        return sock
+
+    def _run_handler(self, identity: bytes, request_id: int, method: str, body: Message) -> None:
+        reply = self._execute(request_id, method, body)
+        self._push().send_multipart([identity, reply.SerializeToString()])
+
+    def _execute(self, request_id: int, method: str, body: Message) -> pb.Reply:
+        reply = pb.Reply(id=request_id)
+        fn = HANDLERS.get(method)
+        if fn is None:
+            err = WorkerError(pb.UNKNOWN_METHOD, f"this worker does not implement {method!r}", supported=",".join(sorted(HANDLERS)))
+            reply.error.CopyFrom(err.to_proto())
+            return reply
+        try:
+            result = fn(body, self.ctx)
+            getattr(reply, method).CopyFrom(result)
+        except WorkerError as e:
+            reply.error.CopyFrom(e.to_proto())
+        except MemoryError as e:
+            reply.error.CopyFrom(pb.Error(code=pb.RESOURCE_EXHAUSTED, message=f"out of memory in {method}: {e}"))
+        except Exception as e:  # every other failure still answers, with the traceback for tools
+            log.exception("request %d (%s) failed", request_id, method)
+            code = pb.RESOURCE_EXHAUSTED if "out of memory" in str(e).lower() else pb.INTERNAL
+            reply.error.CopyFrom(
+                pb.Error(code=code, message=f"{type(e).__name__} in {method}: {e}", details={"traceback": traceback.format_exc()})
+            )
+        return reply
+
+    # -- the I/O loop ----------------------------------------------------------------------------
+    def _send(self, identity: bytes, reply: pb.Reply) -> None:
+        self.router.send_multipart([identity, reply.SerializeToString()])
+
+    def _error(self, identity: bytes, request_id: int, code: int, message: str, **details: str) -> None:
+        self._send(identity, pb.Reply(id=request_id, error=pb.Error(code=code, message=message, details=details)))
+
+    def _on_request(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            log.warning("dropped a message with %d frame(s): expected [identity, request]", len(frames))
+            return
+        identity, payload = frames[0], frames[-1]
+        req = pb.Request()
+        try:
+            req.ParseFromString(payload)
+        except (DecodeError, ValueError) as e:
+            log.warning("malformed request (%d bytes): %s", len(payload), e)
+            self._error(identity, 0, pb.MALFORMED_REQUEST, f"request bytes do not parse as dpalign.worker.v1.Request: {e}")
+            return
+        method = req.WhichOneof("method")
+        if method is None:
+            self._error(
+                identity, req.id, pb.UNKNOWN_METHOD,
+                "request names no method this worker knows (a newer client?)", supported=",".join(sorted(HANDLERS)),
+            )
+            return
+        body = getattr(req, method)
+        if self.stopping:
+            self._error(identity, req.id, pb.SHUTTING_DOWN, "the worker is shutting down")
+            return
+        if method == "handshake":
+            self._handshake(identity, req.id, body)
+        elif method in INLINE_METHODS:
+            self._send(identity, self._execute(req.id, method, body))
+            if method == "shutdown":
+                self.stopping = True
+        else:
+            self.in_flight += 1
+            self.pool.submit(self._run_handler, identity, req.id, method, body)
+
+    def _handshake(self, identity: bytes, request_id: int, body: pb.HandshakeRequest) -> None:
+        if body.protocol_version != PROTOCOL_VERSION:
+            self._error(
+                identity, request_id, pb.PROTOCOL_MISMATCH,
+                f"client speaks protocol version {body.protocol_version}, this worker speaks version {PROTOCOL_VERSION}; "
+                "install matching versions of dpalign and dpalign_worker",
+                client_version=str(body.protocol_version), worker_version=str(PROTOCOL_VERSION),
+            )
+            return
+        self.peer = identity
+        if body.heartbeat_interval_ms:
+            self.heartbeat_ms = max(50, int(body.heartbeat_interval_ms))
+        from .capabilities import capabilities
+
+        reply = pb.Reply(id=request_id)
+        reply.handshake.CopyFrom(
+            pb.HandshakeReply(
+                protocol_version=PROTOCOL_VERSION, worker_version=__version__, pid=os.getpid(),
+                capabilities=capabilities(self.ctx.device, sorted(HANDLERS)), heartbeat_interval_ms=self.heartbeat_ms,
+            )
+        )
+        self._send(identity, reply)
+
+    def _heartbeat(self) -> None:
+        if self.peer is None:
+            return
+        self.heartbeat_seq += 1
+        hb = pb.Heartbeat(sequence=self.heartbeat_seq, in_flight=self.in_flight, uptime_s=time.monotonic() - self.started)
+        self._send(self.peer, pb.Reply(id=0, heartbeat=hb))
+
+    def _parent_alive(self) -> bool:
+        if self.parent_pid is None:
+            return True
+        if os.getppid() != self.parent_pid:
+            return False
+        return True
+
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.results, zmq.POLLIN)
+        next_beat = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + self.heartbeat_ms / 1000
+                    if not self._parent_alive():
+                        log.warning("parent process %s is gone; stopping", self.parent_pid)
+                        break
+                timeout = max(0, int((next_beat - time.monotonic()) * 1000))
+                events = dict(poller.poll(timeout))
+                if self.results in events:
+                    while True:
+                        try:
+                            frames = self.results.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.in_flight -= 1
+                        self.router.send_multipart(frames)
+                if self.router in events:
+                    while True:
+                        try:
+                            frames = self.router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_request(frames)
+                if self.stopping and self.in_flight == 0:
+                    break
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        with self._push_lock:
+            for s in self._push_sockets:
+                s.close(0)
+        self.results.close(0)
+        self.router.close(500)
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to send SIGTERM when the parent dies (the poll check covers the rest)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def run(endpoint: str, *, threads: int, parent_pid: int | None, on_ready: Callable[[], None] | None = None) -> int:
+    if parent_pid is not None:
+        _die_with_parent()
+        if os.getppid() != parent_pid:
+            return 0
+    server = WorkerServer(endpoint, threads=threads, parent_pid=parent_pid)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
+    if on_ready:
+        on_ready()
+    try:
+        server.serve()
+    except (KeyboardInterrupt, SystemExit):
+        server.close()
+    return 0
