@@ -1,0 +1,113 @@
+import { describe, expect, it } from "vitest";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseConfig, loadConfigFile, effectiveStages } from "../../../ts/pipeline/config.js";
+import { planRun, formatPlan } from "../../../ts/pipeline/plan.js";
+import { poissonSample, shuffledBatches } from "../../../ts/pipeline/sampling.js";
+import { SeededRng } from "../../../ts/util/rng.js";
+import { ConfigError } from "../../../ts/util/errors.js";
+import { fakeCalibrator, tmpDir } from "./helpers.js";
+
+describe("config schema", () => {
+  it("fills defaults and accepts eps = inf spelled several ways", () => {
+    const c = parseConfig({});
+    expect(c.privacy.epsilon).toBe(4);
+    expect(c.ppo.ppoEpochs).toBe(1);
+    expect(parseConfig({ privacy: { epsilon: "inf" } }).privacy.epsilon).toBe(Infinity);
+    expect(parseConfig({ sweep: { epsilons: [".inf", 8] } }).sweep.epsilons).toEqual([Infinity, 8]);
+  });
+  it("names the field in errors", () => {
+    expect(() => parseConfig({ ppo: { miniBatchSize: -3 } })).toThrow(/ppo\.miniBatchSize/);
+    expect(() => parseConfig({ ppo: { klControl: "magic" } })).toThrow(/ppo\.klControl/);
+    expect(() => parseConfig({ sft: { lerning_rate: 1 } })).toThrow(/sft: unknown field\(s\) "lerning_rate"/);
+    expect(() => parseConfig({ privacy: { epsilon: 0 } })).toThrow(/privacy\.epsilon/);
+    expect(() => parseConfig({ model: { tiny: { nEmbd: 65, nHead: 2 } } })).toThrow(/model\.tiny\.nEmbd: must be divisible/);
+    expect(() => parseConfig({ model: { kind: "hf" } })).toThrow(/model\.hfPath: required/);
+    expect(() => parseConfig({ ppo: { responseTokens: [16, 4] } })).toThrow(/ppo\.responseTokens/);
+  });
+  it("loads YAML and JSON files and reports parse errors with the file and line", () => {
+    const dir = tmpDir();
+    const y = join(dir, "a.yaml");
+    writeFileSync(y, "name: t\nprivacy:\n  epsilon: .inf\nppo:\n  ppoEpochs: 2\n");
+    const c = loadConfigFile(y);
+    expect(c.privacy.epsilon).toBe(Infinity);
+    expect(c.ppo.ppoEpochs).toBe(2);
+    const j = join(dir, "b.json");
+    writeFileSync(j, JSON.stringify({ sft: { epochs: 2 } }));
+    expect(loadConfigFile(j).sft.epochs).toBe(2);
+    const bad = join(dir, "bad.yaml");
+    writeFileSync(bad, "name: t\nppo:\n  batchSize: [1,\n");
+    expect(() => loadConfigFile(bad)).toThrow(ConfigError);
+    expect(() => loadConfigFile(bad)).toThrow(new RegExp(`${bad.replace(/[.]/g, "\\.")}:\\d+`));
+    const list = join(dir, "list.yaml");
+    writeFileSync(list, "- 1\n- 2\n");
+    expect(() => loadConfigFile(list)).toThrow(/mapping/);
+    const wrong = join(dir, "wrong.yaml");
+    writeFileSync(wrong, "sft:\n  batchSize: big\n");
+    expect(() => loadConfigFile(wrong)).toThrow(/wrong\.yaml: invalid config\n  sft\.batchSize/);
+    expect(() => loadConfigFile(join(dir, "missing.yaml"))).toThrow(/no such config file/);
+  });
+  it("applies the non-private overrides only at eps = inf", () => {
+    const raw = { nonPrivate: { ppo: { miniBatchSize: 16, ppoEpochs: 4, whitenAdvantages: "batch" } } };
+    expect(effectiveStages(parseConfig(raw)).ppo.ppoEpochs).toBe(1);
+    const np = effectiveStages(parseConfig({ ...raw, privacy: { epsilon: "inf" } }));
+    expect(np.ppo.ppoEpochs).toBe(4);
+    expect(np.ppo.whitenAdvantages).toBe("batch");
+  });
+});
+
+describe("plan", () => {
+  const base = { data: { privateSize: 1000 }, sft: { batchSize: 50, epochs: 2 }, ppo: { batchSize: 100, miniBatchSize: 20, epochs: 1, ppoEpochs: 2 } };
+  it("derives N, q, steps, delta = 1/|D| and sigma per stage in DP mode", () => {
+    const p = planRun(parseConfig(base), fakeCalibrator);
+    expect(p.dp).toBe(true);
+    expect(p.delta).toBeCloseTo(1e-3);
+    expect(p.sizes).toMatchObject({ privateD: 1000, d1: 500, d3: 500 });
+    expect(p.sft).toMatchObject({ datasetSize: 500, q: 0.1, sampledBatches: 20, reuse: 1, optimizerSteps: 20 });
+    expect(p.ppo).toMatchObject({ datasetSize: 500, q: 0.04, sampledBatches: 25, reuse: 2, optimizerSteps: 50 });
+    // T_PPO = K reuse: the step's sigma is sigma_eff * sqrt(K)
+    expect(p.ppo.sigma).toBeCloseTo(p.ppo.sigmaEffective * Math.sqrt(2));
+    expect(p.notes.join("\n")).toMatch(/smaller delta .* is safer/);
+    expect(formatPlan(p)).toMatch(/SFT: N 500.*sigma/);
+  });
+  it("uses all of D for both stages when non-private", () => {
+    const p = planRun(parseConfig({ ...base, privacy: { epsilon: "inf" } }), fakeCalibrator);
+    expect(p.sizes).toMatchObject({ d1: 1000, d3: 1000 });
+    expect(p.ppo).toMatchObject({ sampledBatches: 50, reuse: 2, optimizerSteps: 100, sigma: 0 });
+    expect(p.composed.epsilon).toBe(Infinity);
+  });
+  it("refuses coupling statistics and inconsistent sizes in DP mode", () => {
+    expect(() => planRun(parseConfig({ ...base, ppo: { ...base.ppo, klControl: "adaptive" } }), fakeCalibrator)).toThrow(/ppo\.klControl.*refused in DP mode/);
+    expect(() => planRun(parseConfig({ ...base, ppo: { ...base.ppo, whitenAdvantages: "batch" } }), fakeCalibrator)).toThrow(/ppo\.whitenAdvantages/);
+    expect(() => planRun(parseConfig({ ...base, ppo: { ...base.ppo, rewardNormalization: "batch" } }), fakeCalibrator)).toThrow(/ppo\.rewardNormalization/);
+    expect(() => planRun(parseConfig({ ...base, ppo: { ...base.ppo, batchSize: 90 } }), fakeCalibrator)).toThrow(/multiple of ppo\.miniBatchSize/);
+    expect(() => planRun(parseConfig({ ...base, sft: { batchSize: 600 } }), fakeCalibrator)).toThrow(/sft\.batchSize/);
+    expect(() => planRun(parseConfig({ data: { privateSize: 30000 } }), fakeCalibrator)).toThrow(/data\.privateSize/);
+    // non-private runs may whiten and adapt the KL coefficient
+    expect(planRun(parseConfig({ ...base, privacy: { epsilon: "inf" }, ppo: { ...base.ppo, klControl: "adaptive", whitenAdvantages: "batch" } }), fakeCalibrator).dp).toBe(false);
+  });
+});
+
+describe("sampling", () => {
+  it("Poisson batches vary in size, average q*n and may be empty", () => {
+    const rng = new SeededRng(1);
+    for (const q of [0.02, 0.3]) {
+      const sizes = Array.from({ length: 400 }, () => poissonSample(500, q, rng).length);
+      const mean = sizes.reduce((a, b) => a + b, 0) / sizes.length;
+      expect(mean).toBeGreaterThan(q * 500 * 0.9);
+      expect(mean).toBeLessThan(q * 500 * 1.1);
+      expect(new Set(sizes).size).toBeGreaterThan(3);
+    }
+    const tiny = Array.from({ length: 200 }, () => poissonSample(10, 0.05, rng).length);
+    expect(tiny).toContain(0);
+    const s = poissonSample(1000, 0.05, new SeededRng(3));
+    expect(s).toEqual(poissonSample(1000, 0.05, new SeededRng(3)));
+    expect([...s].sort((a, b) => a - b)).toEqual(s);
+    expect(() => poissonSample(10, 1.5, rng)).toThrow(/sampling rate/);
+  });
+  it("shuffled batches partition the index set", () => {
+    const b = shuffledBatches(10, 4, new SeededRng(2));
+    expect(b.map((x) => x.length)).toEqual([4, 4, 2]);
+    expect(b.flat().sort((x, y) => x - y)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+});

@@ -1,0 +1,151 @@
+import { describe, expect, it } from "vitest";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { readJsonl, imdbValidator, cleanReview } from "../../../ts/pipeline/data/jsonl.js";
+import { resolveDataDir } from "../../../ts/pipeline/data/dir.js";
+import { assignRoles, loadImdb, describeRoles } from "../../../ts/pipeline/data/roles.js";
+import { convertImdbArchive } from "../../../ts/pipeline/data/fetch.js";
+import { DataError } from "../../../ts/util/errors.js";
+import { tmpDir, writeTinyImdb } from "./helpers.js";
+
+describe("JSON-lines loader", () => {
+  it("reads gzip and plain files and cleans <br /> tags", async () => {
+    const dir = writeTinyImdb(tmpDir());
+    const recs = await readJsonl(join(dir, "imdb", "train.jsonl.gz"), imdbValidator(true));
+    expect(recs).toHaveLength(40);
+    expect(recs[0].label).toBe(1);
+    expect(cleanReview(recs[0].text)).not.toContain("<br");
+    const plain = join(dir, "plain.jsonl");
+    writeFileSync(plain, '{"id":"a","text":"x"}\n\n{"id":"b","text":"y"}\n');
+    expect(await readJsonl(plain, imdbValidator(false))).toHaveLength(2);
+  });
+
+  it("reports malformed lines by file and line number", async () => {
+    const dir = tmpDir();
+    const f = join(dir, "bad.jsonl.gz");
+    writeFileSync(f, gzipSync([
+      '{"id":"train/pos/0","text":"ok","label":1,"rating":9}',
+      "{not json",
+      '{"id":"train/pos/2","text":"ok","label":3,"rating":9}',
+      '{"id":"train/pos/3","label":1,"rating":9}',
+      '{"id":"train/pos/4","text":"ok","label":1,"rating":11}',
+      "[1,2]",
+    ].join("\n")));
+    const err = await readJsonl(f, imdbValidator(true)).catch((e) => e);
+    expect(err).toBeInstanceOf(DataError);
+    expect(err.message).toContain(`${f}:2: not valid JSON`);
+    expect(err.message).toContain(`${f}:3: field "label" must be 0 or 1`);
+    expect(err.message).toContain(`${f}:4: field "text" must be a string`);
+    expect(err.message).toContain(`${f}:5: field "rating"`);
+  });
+
+  it("reports a missing file and a corrupt gzip", async () => {
+    await expect(readJsonl("/nonexistent/x.jsonl.gz", imdbValidator(true))).rejects.toThrow(/no such file/);
+    const f = join(tmpDir(), "corrupt.jsonl.gz");
+    writeFileSync(f, Buffer.from("this is not gzip at all"));
+    await expect(readJsonl(f, imdbValidator(true))).rejects.toThrow(DataError);
+  });
+});
+
+describe("data directory resolution", () => {
+  it("prefers the flag, then DPALIGN_DATA_DIR, then the defaults", () => {
+    const a = writeTinyImdb(tmpDir());
+    const b = writeTinyImdb(tmpDir());
+    expect(resolveDataDir({ flag: a, env: { DPALIGN_DATA_DIR: b } })).toEqual({ dir: a, from: "flag" });
+    expect(resolveDataDir({ env: { DPALIGN_DATA_DIR: b } })).toEqual({ dir: b, from: "env" });
+    expect(resolveDataDir({ env: {}, defaults: ["/nonexistent", a] })).toEqual({ dir: a, from: "default" });
+    expect(() => resolveDataDir({ env: {}, defaults: ["/nonexistent"] })).toThrow(/dpalign data fetch imdb/);
+    expect(() => resolveDataDir({ flag: "/nonexistent/dir" })).toThrow(/--data-dir/);
+  });
+});
+
+describe("roles", () => {
+  const sizes = { pretrainDocs: 30, classifierTrain: 10, classifierHeldOut: 5, evalPrompts: 5, privateSize: 30, sftFraction: 0.5 } as const;
+  it("are disjoint in DP mode, fixed by the seed, and recorded", async () => {
+    const src = await loadImdb(writeTinyImdb(tmpDir()));
+    const r = assignRoles(src, sizes, 7, true);
+    expect(r.d1).toHaveLength(15);
+    expect(r.d3).toHaveLength(15);
+    const d1 = new Set(r.d1.map((x) => x.id));
+    expect(r.d3.some((x) => d1.has(x.id))).toBe(false);
+    const testIds = [...r.classifierTrain, ...r.classifierHeldOut, ...r.evalPrompts].map((x) => x.id);
+    expect(new Set(testIds).size).toBe(testIds.length);
+    expect(assignRoles(src, sizes, 7, true).d1.map((x) => x.id)).toEqual(r.d1.map((x) => x.id));
+    expect(assignRoles(src, sizes, 8, true).d1.map((x) => x.id)).not.toEqual(r.d1.map((x) => x.id));
+    const desc = describeRoles(r);
+    expect(desc.d1.size).toBe(15);
+  });
+  it("use all of D for both stages when non-private", async () => {
+    const src = await loadImdb(writeTinyImdb(tmpDir()));
+    const r = assignRoles(src, sizes, 7, false);
+    expect(r.d1).toHaveLength(30);
+    expect(r.d3).toHaveLength(30);
+  });
+  it("refuse sizes larger than the data", async () => {
+    const src = await loadImdb(writeTinyImdb(tmpDir()));
+    expect(() => assignRoles(src, { ...sizes, privateSize: 41 }, 0, true)).toThrow(/data.privateSize/);
+    expect(() => assignRoles(src, { ...sizes, classifierTrain: 39 }, 0, true)).toThrow(DataError);
+  });
+});
+
+function tarHeader(name: string, size: number): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, "utf8");
+  h.write("0000644\0", 100);
+  h.write("0000000\0", 108);
+  h.write("0000000\0", 116);
+  h.write(size.toString(8).padStart(11, "0") + "\0", 124);
+  h.write("00000000000\0", 136);
+  h.write("        ", 148);
+  h.write("0", 156);
+  h.write("ustar\0" + "00", 257);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
+  return h;
+}
+
+function makeTar(files: Record<string, string>): Buffer {
+  const parts: Buffer[] = [];
+  for (const [name, text] of Object.entries(files)) {
+    const data = Buffer.from(text, "utf8");
+    parts.push(tarHeader(name, data.length), data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
+}
+
+describe("fetch: archive conversion", () => {
+  it("converts a small aclImdb-layout archive into the JSON-lines format", async () => {
+    const dir = tmpDir();
+    const archive = join(dir, "aclImdb_v1.tar.gz");
+    writeFileSync(archive, gzipSync(makeTar({
+      "aclImdb/README": "readme",
+      "aclImdb/train/pos/1_9.txt": "Great film.<br />Loved it",
+      "aclImdb/train/pos/0_7.txt": "Good",
+      "aclImdb/train/neg/0_2.txt": "Bad",
+      "aclImdb/test/pos/0_10.txt": "Superb",
+      "aclImdb/test/neg/0_1.txt": "Awful",
+      "aclImdb/train/unsup/0_0.txt": "Unlabeled text",
+    })));
+    const out = join(dir, "out");
+    const counts = await convertImdbArchive(archive, out);
+    expect(counts).toEqual({ train: 3, test: 2, unsup: 1 });
+    const train = await readJsonl(join(out, "imdb", "train.jsonl.gz"), imdbValidator(true));
+    expect(train.map((r) => r.id)).toEqual(["train/pos/0", "train/pos/1", "train/neg/0"]);
+    expect(train[1]).toEqual({ id: "train/pos/1", text: "Great film.<br />Loved it", label: 1, rating: 9 });
+    const unsup = await readJsonl(join(out, "imdb", "unsup.jsonl.gz"), imdbValidator(false));
+    expect(unsup).toEqual([{ id: "unsup/unsup/0", text: "Unlabeled text" }]);
+  });
+  it("refuses a truncated or review-less archive", async () => {
+    const dir = tmpDir();
+    const bad = join(dir, "bad.tar.gz");
+    writeFileSync(bad, gzipSync(makeTar({ "other/file.txt": "x" })));
+    await expect(convertImdbArchive(bad, join(dir, "o"))).rejects.toThrow(/no review files/);
+    const trunc = join(dir, "trunc.tar");
+    writeFileSync(trunc, makeTar({ "aclImdb/train/pos/0_8.txt": "x".repeat(2000) }).subarray(0, 1000));
+    await expect(convertImdbArchive(trunc, join(dir, "o2"))).rejects.toThrow(/truncated/);
+    mkdirSync(join(dir, "o3"));
+  });
+});

@@ -1,0 +1,39 @@
+import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import type { Calibrator } from "../../../ts/pipeline/plan.js";
+
+export function tmpDir(prefix = "dpalign-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+const POS = ["great", "wonderful", "loved", "excellent", "best", "fun"];
+const NEG = ["awful", "boring", "worst", "terrible", "bad", "waste"];
+
+/** A tiny IMDb-shaped data dir: train/test with labels and ratings, unsup without. */
+export function writeTinyImdb(dir: string, n = { train: 40, test: 40, unsup: 40 }): string {
+  mkdirSync(join(dir, "imdb"), { recursive: true });
+  const line = (split: string, i: number, labeled: boolean) => {
+    const pos = i % 2 === 0;
+    const words = pos ? POS : NEG;
+    const text = `this movie was ${words[i % words.length]} and ${words[(i + 1) % words.length]}.<br /><br />I think it was ${words[(i + 2) % words.length]}.`;
+    const rec: Record<string, unknown> = { id: `${split}/${labeled ? (pos ? "pos" : "neg") : "unsup"}/${i}`, text };
+    if (labeled) {
+      rec.label = pos ? 1 : 0;
+      rec.rating = pos ? 8 : 2;
+    }
+    return JSON.stringify(rec);
+  };
+  for (const [split, count] of Object.entries(n)) {
+    const lines = Array.from({ length: count }, (_, i) => line(split, i, split !== "unsup"));
+    writeFileSync(join(dir, "imdb", `${split}.jsonl.gz`), gzipSync(lines.join("\n") + "\n"));
+  }
+  return dir;
+}
+
+/** A stand-in calibrator with a monotone closed form, for plan tests (the real one lives in ts/privacy). */
+export const fakeCalibrator: Calibrator = {
+  calibrateSigma: ({ q, steps, epsilon }) => (q * Math.sqrt(steps)) / epsilon + 0.5,
+  epsilon: ({ q, steps, sigma }) => (q * Math.sqrt(steps)) / (sigma - 0.5),
+};

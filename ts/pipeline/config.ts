@@ -1,0 +1,270 @@
+/**
+ * The run configuration (YAML or JSON): one zod schema, every field documented. Errors name the
+ * field (`ppo.miniBatchSize: ...`) and the file. Derived sizes live in plan.ts, not here.
+ */
+import { readFileSync, existsSync } from "node:fs";
+import { parse as parseYaml, YAMLParseError } from "yaml";
+import { z } from "zod";
+import { ConfigError } from "../util/errors.js";
+
+const posInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+const posNum = z.number().positive();
+const unit = z.number().min(0).max(1);
+
+/** epsilon: a positive number, or "inf" / Infinity for a non-private run. */
+const Epsilon = z.union([
+  z.number().positive(),
+  z.enum(["inf", "infinity", "Infinity", ".inf"]).transform(() => Infinity),
+]);
+
+const TokenRange = z.tuple([posInt, posInt]).refine(([a, b]) => a <= b, { message: "expected [min, max] with min <= max" });
+
+export const DataSchema = z.object({
+  /** Public unsup documents used for pre-training and the tokenizer; "all" for 50,000. */
+  pretrainDocs: z.union([posInt, z.literal("all")]).default(20000),
+  /** Public labeled reviews (from test) that train the reward classifier. */
+  classifierTrain: posInt.default(2000),
+  /** Further public labeled reviews (from test) for the classifier's accuracy. */
+  classifierHeldOut: posInt.default(500),
+  /** Held-out evaluation prompts (from test, disjoint from the classifier's sets). */
+  evalPrompts: posInt.default(256),
+  /** |D|: private train reviews used; "all" for 25,000 (the paper). */
+  privateSize: z.union([posInt, z.literal("all")]).default("all"),
+  /** Fraction of D given to D1 (DP-SFT) in DP mode; the rest is D3 (DP-PPO prompts). */
+  sftFraction: z.number().gt(0).lt(1).default(0.5),
+}).strict();
+
+export const ModelSchema = z.object({
+  /** "tiny": the built-in GPT-2-architecture model pretrained by `dpalign pretrain`; "hf": a local HF directory. */
+  kind: z.enum(["tiny", "hf"]).default("tiny"),
+  tiny: z.object({
+    nLayer: posInt.default(2),
+    nHead: posInt.default(2),
+    nEmbd: posInt.default(64),
+    nPositions: posInt.default(64),
+    vocabSize: z.number().int().min(64).default(2048),
+  }).strict().default({}),
+  /** A local Hugging Face causal-LM directory (kind: hf), e.g. a GPT-2 checkout. */
+  hfPath: z.string().optional(),
+  lora: z.object({
+    rank: nonNegInt.default(4),
+    alpha: posNum.default(8),
+    dropout: unit.default(0),
+    targetModules: z.array(z.string()).nonempty().default(["c_attn"]),
+  }).strict().default({}),
+}).strict().superRefine((m, ctx) => {
+  if (m.kind === "hf" && !m.hfPath) ctx.addIssue({ code: "custom", path: ["hfPath"], message: "required when model.kind is \"hf\"" });
+  if (m.tiny.nEmbd % m.tiny.nHead !== 0) ctx.addIssue({ code: "custom", path: ["tiny", "nEmbd"], message: `must be divisible by tiny.nHead (${m.tiny.nHead})` });
+});
+
+export const PretrainSchema = z.object({
+  /** Optimizer steps of non-private pre-training on the public corpus (tiny model only). */
+  steps: posInt.default(800),
+  batchSize: posInt.default(32),
+  lr: posNum.default(2e-3),
+  weightDecay: z.number().min(0).default(0.01),
+  /** Tokens per training sequence. */
+  seqLen: posInt.default(48),
+  /** Documents used to train the tokenizer. */
+  tokenizerDocs: posInt.default(5000),
+}).strict();
+
+export const RewardSchema = z.object({
+  /** "classifier": a sentiment classifier trained non-privately on the public labeled set (positive-class logit). "lexicon": word lists, in TS. */
+  kind: z.enum(["classifier", "lexicon"]).default("classifier"),
+  steps: posInt.default(300),
+  batchSize: posInt.default(32),
+  lr: posNum.default(1e-3),
+  maxTokens: posInt.default(48),
+}).strict();
+
+export const PrivacySchema = z.object({
+  /** Target epsilon per stage (stages compose in parallel on disjoint D1 / D3); "inf" for non-private. */
+  epsilon: Epsilon.default(4),
+  /** Target delta; null: 1/|D| as in the paper (smaller is safer). */
+  delta: z.number().gt(0).lt(1).nullable().default(null),
+  accountant: z.enum(["prv", "rdp"]).default("prv"),
+  /** Noise from the OS's cryptographic source; false only for reproducible experiments (recorded). */
+  secureNoise: z.boolean().default(true),
+  noiseSeed: nonNegInt.optional(),
+}).strict();
+
+const SftFields = {
+  /** Expected (Poisson) logical batch size in DP mode; the fixed batch size otherwise. */
+  batchSize: posInt,
+  epochs: posNum,
+  lr: posNum,
+  schedule: z.enum(["constant", "cosine"]),
+  maxGradNorm: posNum,
+  weightDecay: z.number().min(0),
+  /** Tokens per SFT review. */
+  maxTokens: posInt,
+  microBatchSize: nonNegInt,
+};
+export const SftSchema = z.object({
+  batchSize: SftFields.batchSize.default(64),
+  epochs: SftFields.epochs.default(4),
+  lr: SftFields.lr.default(3e-3),
+  schedule: SftFields.schedule.default("constant"),
+  maxGradNorm: SftFields.maxGradNorm.default(1),
+  weightDecay: SftFields.weightDecay.default(0.01),
+  maxTokens: SftFields.maxTokens.default(32),
+  microBatchSize: SftFields.microBatchSize.default(0),
+}).strict();
+
+const PpoFields = {
+  /** Rollout batch: prompts generated together (DP: mini-batches of rollouts per generation round). */
+  batchSize: posInt,
+  /** DP: expected Poisson-sampled mini-batch per noisy step; non-private: fixed mini-batch. */
+  miniBatchSize: posInt,
+  /** Passes over D3. */
+  epochs: posNum,
+  /** T_PPO: noisy steps per sampled mini-batch (accounted as sigma/sqrt(K)). */
+  ppoEpochs: posInt,
+  lr: posNum,
+  maxGradNorm: posNum,
+  klControl: z.enum(["fixed", "adaptive"]),
+  klCoef: z.number().min(0),
+  klTarget: posNum,
+  klHorizon: posNum,
+  whitenAdvantages: z.enum(["none", "batch", "per_example"]),
+  rewardNormalization: z.enum(["none", "batch", "fixed"]),
+  rewardMean: z.number(),
+  rewardStd: posNum,
+  gamma: unit,
+  lam: unit,
+  clipRange: posNum,
+  clipRangeValue: posNum,
+  vfCoef: z.number().min(0),
+  promptTokens: TokenRange,
+  responseTokens: TokenRange,
+  temperature: z.number().min(0),
+  topK: nonNegInt,
+  microBatchSize: nonNegInt,
+};
+export const PpoSchema = z.object({
+  batchSize: PpoFields.batchSize.default(256),
+  miniBatchSize: PpoFields.miniBatchSize.default(64),
+  epochs: PpoFields.epochs.default(4),
+  ppoEpochs: PpoFields.ppoEpochs.default(1),
+  lr: PpoFields.lr.default(3e-3),
+  maxGradNorm: PpoFields.maxGradNorm.default(1),
+  klControl: PpoFields.klControl.default("fixed"),
+  klCoef: PpoFields.klCoef.default(0.05),
+  klTarget: PpoFields.klTarget.default(6),
+  klHorizon: PpoFields.klHorizon.default(10000),
+  whitenAdvantages: PpoFields.whitenAdvantages.default("none"),
+  rewardNormalization: PpoFields.rewardNormalization.default("none"),
+  rewardMean: PpoFields.rewardMean.default(0),
+  rewardStd: PpoFields.rewardStd.default(1),
+  gamma: PpoFields.gamma.default(1),
+  lam: PpoFields.lam.default(0.95),
+  clipRange: PpoFields.clipRange.default(0.2),
+  clipRangeValue: PpoFields.clipRangeValue.default(0.2),
+  vfCoef: PpoFields.vfCoef.default(0.1),
+  promptTokens: PpoFields.promptTokens.default([2, 8]),
+  responseTokens: PpoFields.responseTokens.default([4, 16]),
+  temperature: PpoFields.temperature.default(1),
+  topK: PpoFields.topK.default(0),
+  microBatchSize: PpoFields.microBatchSize.default(0),
+}).strict();
+
+export const EvalSchema = z.object({
+  maxNewTokens: posInt.default(16),
+  temperature: z.number().min(0).default(1),
+  /** Prompt length range (tokens) for evaluation prefixes. */
+  promptTokens: TokenRange.default([2, 8]),
+  /** Samples (prefix -> completion) written per model. */
+  samples: nonNegInt.default(10),
+}).strict();
+
+/** Overrides that apply only when epsilon = inf (the paper's non-private settings). */
+export const NonPrivateSchema = z.object({
+  sft: z.object(SftFields).partial().strict().default({}),
+  ppo: z.object(PpoFields).partial().strict().default({}),
+}).strict();
+
+export const SweepSchema = z.object({
+  epsilons: z.array(Epsilon).nonempty().default([Infinity, 8, 4, 2, 1]),
+  seeds: z.array(nonNegInt).nonempty().default([0, 1, 2]),
+}).strict();
+
+export const ConfigSchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' and '-' only").default("run"),
+  /** Seed of the data split, sampling and initialisation. */
+  seed: nonNegInt.default(0),
+  /** Data directory holding imdb/; else --data-dir, DPALIGN_DATA_DIR or the defaults. */
+  dataDir: z.string().optional(),
+  /** Device for the worker ("" = the worker's default). */
+  device: z.string().default(""),
+  data: DataSchema.default({}),
+  model: ModelSchema.default({}),
+  pretrain: PretrainSchema.default({}),
+  reward: RewardSchema.default({}),
+  privacy: PrivacySchema.default({}),
+  sft: SftSchema.default({}),
+  ppo: PpoSchema.default({}),
+  eval: EvalSchema.default({}),
+  nonPrivate: NonPrivateSchema.default({}),
+  sweep: SweepSchema.default({}),
+}).strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+/** Formats zod issues as `field.path: message` lines. */
+export function formatIssues(err: z.ZodError, where: string): string {
+  const lines = err.issues.map((i) => {
+    const path = i.path.length ? i.path.join(".") : "(top level)";
+    let msg = i.message;
+    if (i.code === "unrecognized_keys") msg = `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(", ")}`;
+    if (i.code === "invalid_type" && i.received === "undefined") msg = "is required";
+    return `  ${path}: ${msg}`;
+  });
+  return `${where}: invalid config\n${lines.join("\n")}`;
+}
+
+/** Validates a parsed object; `where` names the source in errors. */
+export function parseConfig(raw: unknown, where = "config"): Config {
+  const r = ConfigSchema.safeParse(raw ?? {});
+  if (!r.success) throw new ConfigError(formatIssues(r.error, where));
+  return r.data;
+}
+
+/** Reads a YAML or JSON config file (JSON is YAML) and validates it. */
+export function loadConfigFile(file: string): Config {
+  if (!existsSync(file)) throw new ConfigError(`${file}: no such config file`);
+  const text = readFileSync(file, "utf8");
+  let raw: unknown;
+  try {
+    raw = file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    if (e instanceof YAMLParseError) {
+      const pos = e.linePos?.[0];
+      throw new ConfigError(`${file}${pos ? `:${pos.line}:${pos.col}` : ""}: not valid YAML (${e.message.split("\n")[0]})`);
+    }
+    throw new ConfigError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (raw !== null && raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) {
+    throw new ConfigError(`${file}: the config must be a mapping of fields, got ${Array.isArray(raw) ? "a list" : typeof raw}`);
+  }
+  return parseConfig(raw, file);
+}
+
+/** Deep-merges `over` into `base` (objects merge, everything else replaces). */
+export function deepMerge<T>(base: T, over: unknown): T {
+  if (over === undefined) return base;
+  if (typeof base !== "object" || base === null || Array.isArray(base) || typeof over !== "object" || over === null || Array.isArray(over)) {
+    return over as T;
+  }
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(over as Record<string, unknown>)) out[k] = deepMerge(out[k], v);
+  return out as T;
+}
+
+/** The stage settings that apply at this epsilon: non-private overrides merged in when eps = inf. */
+export function effectiveStages(cfg: Config): { sft: Config["sft"]; ppo: Config["ppo"] } {
+  if (Number.isFinite(cfg.privacy.epsilon)) return { sft: cfg.sft, ppo: cfg.ppo };
+  return { sft: { ...cfg.sft, ...cfg.nonPrivate.sft }, ppo: { ...cfg.ppo, ...cfg.nonPrivate.ppo } };
+}

@@ -1,0 +1,79 @@
+/**
+ * `dpalign data fetch imdb`: downloads the original archive (aclImdb_v1.tar.gz, Stanford AI Lab)
+ * and converts it into the JSON-lines format of ../shared/data/imdb (see its README).
+ */
+import { createWriteStream, existsSync, mkdirSync, renameSync } from "node:fs";
+import { once } from "node:events";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGzip } from "node:zlib";
+import { DataError } from "../../util/errors.js";
+import { readTar } from "./tar.js";
+import type { ImdbRecord } from "./jsonl.js";
+
+export const IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz";
+
+const ENTRY = /(?:^|\/)(train|test)\/(pos|neg|unsup)\/(\d+)_(\d+)\.txt$/;
+
+interface Parsed { split: "train" | "test" | "unsup"; label: "pos" | "neg" | "unsup"; index: number; rating: number; text: string }
+
+/** Converts an archive into `<outDir>/imdb/{train,test,unsup}.jsonl.gz`; returns record counts. */
+export async function convertImdbArchive(archive: string, outDir: string): Promise<Record<string, number>> {
+  const found: Parsed[] = [];
+  await readTar(archive, (e) => {
+    if (e.type !== "file") return;
+    const m = ENTRY.exec(e.name);
+    if (!m) return;
+    const label = m[2] as Parsed["label"];
+    const split = label === "unsup" ? "unsup" : (m[1] as "train" | "test");
+    found.push({ split, label, index: Number(m[3]), rating: Number(m[4]), text: e.data.toString("utf8") });
+  });
+  if (found.length === 0) throw new DataError(`${archive}: no review files (<split>/<pos|neg|unsup>/<index>_<rating>.txt) in the archive`);
+  const order = { pos: 0, neg: 1, unsup: 2 } as const;
+  found.sort((a, b) => order[a.label] - order[b.label] || a.index - b.index);
+  const dir = join(outDir, "imdb");
+  mkdirSync(dir, { recursive: true });
+  const counts: Record<string, number> = {};
+  for (const split of ["train", "test", "unsup"] as const) {
+    const recs = found.filter((p) => p.split === split);
+    counts[split] = recs.length;
+    if (recs.length === 0) continue;
+    const lines = recs.map((p) => {
+      const r: ImdbRecord = { id: `${split}/${p.label}/${p.index}`, text: p.text };
+      if (p.label !== "unsup") {
+        r.label = p.label === "pos" ? 1 : 0;
+        r.rating = p.rating;
+      }
+      return JSON.stringify(r) + "\n";
+    });
+    const tmp = join(dir, `${split}.jsonl.gz.partial`);
+    await pipeline(Readable.from(lines), createGzip(), createWriteStream(tmp));
+    renameSync(tmp, join(dir, `${split}.jsonl.gz`));
+  }
+  return counts;
+}
+
+/** Downloads `url` to `dest` (skipped when `dest` exists), reporting progress in bytes. */
+export async function download(url: string, dest: string, onProgress?: (got: number, total: number) => void): Promise<void> {
+  if (existsSync(dest)) return;
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new DataError(`cannot download ${url} (${(e as Error).message}); check the network or fetch it by hand and pass --archive`);
+  }
+  if (!res.ok || !res.body) throw new DataError(`cannot download ${url}: HTTP ${res.status}`);
+  const total = Number(res.headers.get("content-length") ?? 0);
+  const tmp = `${dest}.partial`;
+  const out = createWriteStream(tmp);
+  let got = 0;
+  for await (const chunk of Readable.fromWeb(res.body as never)) {
+    got += (chunk as Buffer).length;
+    onProgress?.(got, total);
+    if (!out.write(chunk)) await once(out, "drain");
+  }
+  out.end();
+  await once(out, "finish");
+  renameSync(tmp, dest);
+}

@@ -1,0 +1,169 @@
+/**
+ * The pure resolve step: from a validated config and the data sizes, the derived sizes of every
+ * stage (N, q = batch/N, steps), delta, and sigma calibrated per stage for the target
+ * (epsilon, delta) before any training (DESIGN.md rule 5). Inconsistent values are rejected with
+ * an explanation.
+ */
+import { ConfigError } from "../util/errors.js";
+import { effectiveStages, type Config } from "./config.js";
+
+/** Sizes of the IMDb splits, for planning before the data is read. */
+export const IMDB_SIZES = { train: 25000, test: 25000, unsup: 50000 } as const;
+
+/** What the plan needs from the privacy accountants (ts/privacy). */
+export interface Calibrator {
+  /** Smallest noise multiplier with epsilon(q, sigma, steps, delta) <= epsilon. */
+  calibrateSigma(o: { q: number; steps: number; epsilon: number; delta: number; accountant: "prv" | "rdp" }): number;
+  /** epsilon of `steps` sampled Gaussians with rate q and noise multiplier sigma. */
+  epsilon(o: { q: number; steps: number; sigma: number; delta: number; accountant: "prv" | "rdp" }): number;
+}
+
+export interface StagePlan {
+  stage: "sft" | "ppo";
+  dp: boolean;
+  /** Examples in this stage's private part (|D1| or |D3|). */
+  datasetSize: number;
+  /** Expected logical batch (DP: q*N) or the fixed mini-batch (non-private). */
+  batchSize: number;
+  /** Poisson sampling rate (DP); batch/N for reference otherwise. */
+  q: number;
+  /** Sampled batches: accounted sampled-Gaussian steps in DP mode. */
+  sampledBatches: number;
+  /** T_PPO (1 for SFT): noisy steps on each sampled batch. */
+  reuse: number;
+  /** Optimizer steps actually taken = sampledBatches * reuse. */
+  optimizerSteps: number;
+  /** Noise multiplier of each noisy step (sigma_eff * sqrt(K)); 0 when non-private. */
+  sigma: number;
+  /** The mechanism accounted: one sampled Gaussian per batch with sigma / sqrt(K). */
+  sigmaEffective: number;
+  maxGradNorm: number;
+  epsilonTarget: number;
+  /** epsilon of the planned mechanism (<= target). */
+  epsilonPlanned: number;
+  delta: number;
+}
+
+export interface RunPlan {
+  dp: boolean;
+  epsilon: number;
+  delta: number;
+  deltaIsDefault: boolean;
+  accountant: "prv" | "rdp";
+  sizes: { privateD: number; d1: number; d3: number; publicCorpus: number; classifierTrain: number; classifierHeldOut: number; evalPrompts: number };
+  sft: StagePlan;
+  ppo: StagePlan & { rolloutBatch: number; miniBatchesPerRollout: number };
+  /** Parallel composition over disjoint D1 / D3: the pipeline's epsilon is the max over stages. */
+  composed: { epsilon: number; delta: number; rule: string };
+  notes: string[];
+}
+
+export interface DataSizes {
+  train: number;
+  test: number;
+  unsup: number;
+}
+
+function resolveSizes(cfg: Config, dp: boolean, avail: DataSizes): RunPlan["sizes"] {
+  const d = cfg.data;
+  const privateD = d.privateSize === "all" ? avail.train : d.privateSize;
+  if (privateD > avail.train) throw new ConfigError(`data.privateSize: ${privateD} exceeds the ${avail.train} train reviews`);
+  const testNeeded = d.classifierTrain + d.classifierHeldOut + d.evalPrompts;
+  if (testNeeded > avail.test) {
+    throw new ConfigError(`data.classifierTrain + data.classifierHeldOut + data.evalPrompts = ${testNeeded} exceeds the ${avail.test} test reviews`);
+  }
+  const publicCorpus = d.pretrainDocs === "all" ? avail.unsup : d.pretrainDocs;
+  if (publicCorpus > avail.unsup) throw new ConfigError(`data.pretrainDocs: ${publicCorpus} exceeds the ${avail.unsup} unsup reviews`);
+  const d1 = dp ? Math.round(privateD * d.sftFraction) : privateD;
+  const d3 = dp ? privateD - d1 : privateD;
+  if (d1 < 1 || d3 < 1) throw new ConfigError(`data.sftFraction: ${d.sftFraction} of ${privateD} leaves an empty D1 or D3`);
+  return { privateD, d1, d3, publicCorpus, classifierTrain: d.classifierTrain, classifierHeldOut: d.classifierHeldOut, evalPrompts: d.evalPrompts };
+}
+
+function dpStage(
+  stage: "sft" | "ppo", n: number, batch: number, epochs: number, reuse: number, maxGradNorm: number,
+  eps: number, delta: number, accountant: "prv" | "rdp", cal: Calibrator, field: string,
+): StagePlan {
+  if (batch > n) throw new ConfigError(`${field}: expected batch ${batch} exceeds the ${n} examples of the stage's data; lower it or raise data.privateSize`);
+  const q = batch / n;
+  const sampledBatches = Math.ceil(epochs / q);
+  const sigmaEffective = cal.calibrateSigma({ q, steps: sampledBatches, epsilon: eps, delta, accountant });
+  const epsilonPlanned = cal.epsilon({ q, steps: sampledBatches, sigma: sigmaEffective, delta, accountant });
+  return {
+    stage, dp: true, datasetSize: n, batchSize: batch, q, sampledBatches, reuse,
+    optimizerSteps: sampledBatches * reuse, sigma: sigmaEffective * Math.sqrt(reuse), sigmaEffective, maxGradNorm,
+    epsilonTarget: eps, epsilonPlanned, delta,
+  };
+}
+
+/** Resolves the plan of a run. Pure: the calibrator is injected. */
+export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SIZES): RunPlan {
+  const eps = cfg.privacy.epsilon;
+  const dp = Number.isFinite(eps);
+  const sizes = resolveSizes(cfg, dp, avail);
+  const delta = cfg.privacy.delta ?? 1 / sizes.privateD;
+  const notes: string[] = [];
+  if (cfg.privacy.delta === null) notes.push(`delta = 1/|D| = ${delta.toExponential(3)} as in the paper; a smaller delta (e.g. 1e-6 or below) is safer`);
+  const { sft, ppo } = effectiveStages(cfg);
+  const accountant = cfg.privacy.accountant;
+
+  if (ppo.batchSize % ppo.miniBatchSize !== 0) {
+    throw new ConfigError(`ppo.batchSize (${ppo.batchSize}) must be a multiple of ppo.miniBatchSize (${ppo.miniBatchSize}): each rollout batch is cut into whole mini-batches`);
+  }
+  const miniBatchesPerRollout = ppo.batchSize / ppo.miniBatchSize;
+
+  if (dp) {
+    if (ppo.klControl === "adaptive") throw new ConfigError("ppo.klControl: \"adaptive\" couples examples through the batch KL and is refused in DP mode (DESIGN.md rule 2); use \"fixed\"");
+    if (ppo.whitenAdvantages === "batch") throw new ConfigError("ppo.whitenAdvantages: \"batch\" couples examples and is refused in DP mode; use \"none\" or \"per_example\"");
+    if (ppo.rewardNormalization === "batch") throw new ConfigError("ppo.rewardNormalization: \"batch\" couples examples and is refused in DP mode; use \"none\" or \"fixed\"");
+    const sftPlan = dpStage("sft", sizes.d1, sft.batchSize, sft.epochs, 1, sft.maxGradNorm, eps, delta, accountant, cal, "sft.batchSize");
+    const ppoPlan = dpStage("ppo", sizes.d3, ppo.miniBatchSize, ppo.epochs, ppo.ppoEpochs, ppo.maxGradNorm, eps, delta, accountant, cal, "ppo.miniBatchSize");
+    if (ppo.ppoEpochs > 1) notes.push(`T_PPO = ${ppo.ppoEpochs}: each sampled mini-batch takes ${ppo.ppoEpochs} noisy steps, accounted as one sampled Gaussian with sigma/sqrt(${ppo.ppoEpochs})`);
+    return {
+      dp, epsilon: eps, delta, deltaIsDefault: cfg.privacy.delta === null, accountant, sizes,
+      sft: sftPlan,
+      ppo: { ...ppoPlan, rolloutBatch: ppo.batchSize, miniBatchesPerRollout },
+      composed: {
+        epsilon: Math.max(sftPlan.epsilonPlanned, ppoPlan.epsilonPlanned), delta,
+        rule: "parallel composition: D1 and D3 are disjoint, so the pipeline is (max eps, delta)-DP",
+      },
+      notes,
+    };
+  }
+
+  if (sft.batchSize > sizes.d1) throw new ConfigError(`sft.batchSize: ${sft.batchSize} exceeds |D1| = ${sizes.d1}`);
+  if (ppo.batchSize > sizes.d3) throw new ConfigError(`ppo.batchSize: ${ppo.batchSize} exceeds |D3| = ${sizes.d3}`);
+  const sftBatches = Math.ceil((sft.epochs * sizes.d1) / sft.batchSize);
+  const rollouts = Math.ceil((ppo.epochs * sizes.d3) / ppo.batchSize);
+  const common = { dp: false, sigma: 0, sigmaEffective: 0, epsilonTarget: Infinity, epsilonPlanned: Infinity, delta };
+  notes.push("non-private run (epsilon = inf): D1 = D3 = all of D, as in the paper");
+  return {
+    dp, epsilon: eps, delta, deltaIsDefault: cfg.privacy.delta === null, accountant, sizes,
+    sft: { ...common, stage: "sft", datasetSize: sizes.d1, batchSize: sft.batchSize, q: sft.batchSize / sizes.d1, sampledBatches: sftBatches, reuse: 1, optimizerSteps: sftBatches, maxGradNorm: sft.maxGradNorm },
+    ppo: {
+      ...common, stage: "ppo", datasetSize: sizes.d3, batchSize: ppo.miniBatchSize, q: ppo.miniBatchSize / sizes.d3,
+      sampledBatches: rollouts * miniBatchesPerRollout, reuse: ppo.ppoEpochs,
+      optimizerSteps: rollouts * miniBatchesPerRollout * ppo.ppoEpochs, maxGradNorm: ppo.maxGradNorm,
+      rolloutBatch: ppo.batchSize, miniBatchesPerRollout,
+    },
+    composed: { epsilon: Infinity, delta, rule: "non-private" },
+    notes,
+  };
+}
+
+const fmt = (x: number, d = 4) => (Number.isFinite(x) ? Number(x.toPrecision(d)).toString() : "inf");
+
+/** Human-readable plan, printed by `dpalign run --dry-run`. */
+export function formatPlan(p: RunPlan): string {
+  const lines: string[] = [];
+  lines.push(`privacy: epsilon ${fmt(p.epsilon)}, delta ${p.delta.toExponential(3)}${p.deltaIsDefault ? " (1/|D|)" : ""}, accountant ${p.accountant}`);
+  const s = p.sizes;
+  lines.push(`data: |D| ${s.privateD}, |D1| ${s.d1} (SFT), |D3| ${s.d3} (PPO prompts), public corpus ${s.publicCorpus}, classifier ${s.classifierTrain} train / ${s.classifierHeldOut} held-out, eval prompts ${s.evalPrompts}`);
+  for (const st of [p.sft, p.ppo]) {
+    const head = `${st.stage.toUpperCase()}: N ${st.datasetSize}, ${st.dp ? "expected batch" : "batch"} ${st.batchSize}, q ${fmt(st.q)}, batches ${st.sampledBatches}, T_reuse ${st.reuse}, optimizer steps ${st.optimizerSteps}`;
+    lines.push(st.dp ? `${head}, sigma ${fmt(st.sigma)} (accounted ${fmt(st.sigmaEffective)}), C ${st.maxGradNorm}, planned eps ${fmt(st.epsilonPlanned)}` : `${head}, non-private`);
+  }
+  lines.push(`composed: epsilon ${fmt(p.composed.epsilon)}, delta ${p.composed.delta.toExponential(3)} (${p.composed.rule})`);
+  for (const n of p.notes) lines.push(`note: ${n}`);
+  return lines.join("\n");
+}
