@@ -44,6 +44,7 @@ function tensorFromWire(o: { dtype?: string; shape?: number[]; data?: Uint8Array
 
 /** Walks a plain object of protobuf type `type`, converting tensor fields to wire form. */
 function toWire(type: protobuf.Type, value: Record<string, unknown>): Record<string, unknown> {
+  if (type.fullName === `.${TENSOR_BATCH}`) return batchToWire(value as TensorMap) as Record<string, unknown>;
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(value)) {
     const field = type.fields[key];

@@ -1,0 +1,108 @@
+import { describe, expect, it } from "vitest";
+import protobuf from "protobufjs";
+import { decodeReply, encodeReplyForTest, encodeRequest, METHODS, PROTO_FILE, PROTOCOL_VERSION } from "../../../ts/transport/codec.js";
+import { Tensor } from "../../../ts/transport/tensor.js";
+
+const root = protobuf.loadSync(PROTO_FILE);
+const Request = root.lookupType("dpalign.worker.v1.Request");
+
+const t = Tensor.float32([1, 2, 3, 4, 5, 6], [2, 3]);
+const ids = Tensor.paddedInt64([[1, 2, 3], [4]], 0);
+
+/** One representative body per request method: every message type crosses the codec. */
+const requests: Record<string, object> = {
+  handshake: { protocolVersion: PROTOCOL_VERSION, client: "test", heartbeatIntervalMs: 100 },
+  ping: {},
+  shutdown: { reason: "done" },
+  echo: { batch: { t, ids }, payload: new Uint8Array([1, 2]), sleepMs: 3, raiseError: "" },
+  loadModel: {
+    handle: "policy",
+    spec: { tiny: { nLayer: 2, nHead: 2, nEmbd: 32, nPositions: 64, tokenizerDir: "/tmp/tok" }, lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ["c_attn"] }, valueHead: true, initSeed: 3 },
+    optimizer: { name: "adamw", lr: 1e-3, weightDecay: 0.01 },
+  },
+  unloadModel: { handle: "policy" },
+  trainTokenizer: { texts: ["a b", "c"], vocabSize: 300, outDir: "/tmp/x" },
+  tokenize: { handle: "p", texts: ["hello"], maxTokens: 8, appendEos: true },
+  decode: { handle: "p", batch: { input_ids: ids, lengths: Tensor.int64([3, 1]) } },
+  trainStep: {
+    handle: "p", loss: "causal_lm", batch: { input_ids: ids }, lr: 1e-3, microBatchSize: 4,
+    dp: { enabled: true, noiseMultiplier: 1.1, maxGradNorm: 1, expectedBatchSize: 8, secureNoise: false, noiseSeed: 9 },
+    lossParams: { clip_range: 0.2 },
+  },
+  generate: { handle: "p", prompts: { input_ids: ids }, maxNewTokens: 8, temperature: 1, topK: 0, topP: 1, seed: 4, returnLogprobs: true },
+  scoreSequences: { handle: "p", batch: { input_ids: ids }, logprobs: true, values: true, rewards: false },
+  saveCheckpoint: { handle: "p", dir: "/tmp/c", metadata: { stage: "sft" } },
+  loadCheckpoint: { handle: "p", dir: "/tmp/c" },
+};
+
+describe("protocol codec", () => {
+  it("covers every request method of the schema", () => {
+    expect(new Set(Object.keys(requests))).toEqual(new Set(METHODS));
+  });
+
+  for (const [method, body] of Object.entries(requests)) {
+    it(`round-trips a ${method} request`, () => {
+      const bytes = encodeRequest(42, method, body);
+      const decoded = Request.toObject(Request.decode(bytes), { longs: Number, oneofs: true, defaults: false }) as Record<string, any>;
+      expect(decoded.id).toBe(42);
+      expect(decoded.method).toBe(method);
+      expect(decoded[method]).toBeDefined();
+    });
+  }
+
+  it("keeps dtype, shape and bytes of tensors in a request", () => {
+    const bytes = encodeRequest(1, "echo", { batch: { t, ids } });
+    const msg = Request.toObject(Request.decode(bytes), { longs: Number }) as any;
+    expect(msg.echo.batch.tensors.t.dtype).toBe("float32");
+    expect(msg.echo.batch.tensors.t.shape).toEqual([2, 3]);
+    expect(new Float32Array(new Uint8Array(msg.echo.batch.tensors.t.data).buffer)).toEqual(t.data);
+    expect(msg.echo.batch.tensors.ids.shape).toEqual([2, 3]);
+  });
+
+  const replies: Record<string, object> = {
+    handshake: { protocolVersion: 1, workerVersion: "0.1.0", pid: 7, heartbeatIntervalMs: 1000, capabilities: { pythonVersion: "3.11", torchVersion: "2", device: "cpu", devices: ["cpu"], backends: ["builtin"], methods: ["ping"], packages: { peft: "1" } } },
+    ping: { workerTimeS: 1.5 },
+    echo: { batch: { t }, payload: new Uint8Array([9]) },
+    loadModel: { handle: "p", totalParameters: 100, trainableParameters: 10, trainableNames: ["a"], vocabSize: 300, maxPositions: 64, eosTokenId: 1, padTokenId: 0, device: "cpu", backend: "builtin" },
+    tokenize: { input_ids: ids },
+    trainStep: { step: 3, examples: 5, loss: 0.5, gradNormQuantiles: [0, 1, 2, 3, 4], fractionClipped: 0.2, noiseMultiplier: 1.1, maxGradNorm: 1, dp: true, noiseMode: "secure", noiseSeed: 0, noiseStd: 1.1, metrics: { kl: 0.1 } },
+    generate: { batch: { t }, texts: ["x"] },
+    saveCheckpoint: { dir: "/tmp", step: 3, files: ["a.safetensors"], metadata: {} },
+  };
+
+  for (const [method, body] of Object.entries(replies)) {
+    it(`decodes a ${method} reply`, () => {
+      const decoded = decodeReply(encodeReplyForTest(5, method, body));
+      expect(decoded.kind).toBe("result");
+      if (decoded.kind !== "result") return;
+      expect(decoded.id).toBe(5);
+      expect(decoded.method).toBe(method);
+      if (method === "tokenize") expect((decoded.result as Record<string, Tensor>).input_ids.rows()).toEqual(ids.rows());
+    });
+  }
+
+  it("decodes typed errors and heartbeats", () => {
+    const Reply = root.lookupType("dpalign.worker.v1.Reply");
+    const err = decodeReply(Reply.encode(Reply.fromObject({ id: 3, error: { code: "INVALID_ARGUMENT", message: "bad", details: { field: "lr" } } })).finish());
+    expect(err).toEqual({ id: 3, kind: "error", error: { code: "INVALID_ARGUMENT", message: "bad", details: { field: "lr" } } });
+    const hb = decodeReply(Reply.encode(Reply.fromObject({ id: 0, heartbeat: { sequence: 4, inFlight: 1, uptimeS: 2 } })).finish());
+    expect(hb.kind).toBe("heartbeat");
+  });
+
+  it("rejects an unknown method and undecodable bytes", () => {
+    expect(() => encodeRequest(1, "fly", {})).toThrow(/unknown worker method "fly"/);
+    expect(() => decodeReply(new Uint8Array([0xff, 0xff, 0xff]))).toThrow();
+  });
+});
+
+describe("Tensor", () => {
+  it("pads ragged rows and reads them back", () => {
+    expect(ids.shape).toEqual([2, 3]);
+    expect(ids.rows([3, 1])).toEqual([[1, 2, 3], [4]]);
+  });
+
+  it("checks byte counts against dtype and shape", () => {
+    expect(() => Tensor.fromBytes("float32", [3], new Uint8Array(8))).toThrow(/do not match/);
+    expect(Tensor.fromBytes("int64", [0, 4], new Uint8Array(0)).shape).toEqual([0, 4]);
+  });
+});
