@@ -1,2 +1,3 @@
 """Importing this package registers every request handler (see registry.py)."""
 from . import lifecycle  # noqa: F401  handshake, ping, shutdown, echo
+from . import engine  # noqa: F401  models, tokenizers, train_step, generate, score, checkpoints

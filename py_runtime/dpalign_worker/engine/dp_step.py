@@ -1,0 +1,199 @@
+"""One training step as named stages (Opacus' DPOptimizer, as functions):
+
+  per_example_gradients -> clip_per_example (whole gradient, all trainable tensors, to norm C)
+  -> accumulate (sum over physical micro-batches) -> add_noise (std sigma*C, once per logical step)
+  -> scale (divide by the expected batch size q*N, not the realised size) -> optimizer step.
+
+The control plane chooses the examples and every DP parameter; `train_step` executes exactly that
+and returns a StepReport of what it did. Non-private mode (dp.enabled = false) runs the same
+objective with ordinary mini-batch gradients (mean over the realised batch, optional clipping of
+the batch gradient, no noise).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import invalid_argument
+from .batch import batch_size, micro_batches
+from .models import LoadedModel
+from .objectives import check_loss_params, get_objective
+from .per_example import _forward_fn, per_example_grads
+
+
+@dataclass
+class DpConfig:
+    enabled: bool = False
+    noise_multiplier: float = 0.0
+    max_grad_norm: float = 0.0
+    expected_batch_size: float = 0.0
+    secure_noise: bool = True
+    noise_seed: int = 0
+
+    def validate(self) -> None:
+        for k in ("noise_multiplier", "max_grad_norm", "expected_batch_size"):
+            v = getattr(self, k)
+            if not math.isfinite(v) or v < 0:
+                raise invalid_argument(f"dp.{k} must be a finite number >= 0", value=v)
+        if self.enabled and self.max_grad_norm <= 0:
+            raise invalid_argument("a private step needs dp.max_grad_norm (C) > 0")
+        if self.enabled and self.expected_batch_size <= 0:
+            raise invalid_argument("a private step needs dp.expected_batch_size (q * N) > 0")
+
+
+@dataclass
+class StepReport:
+    step: int
+    examples: int
+    loss: float
+    grad_norm_quantiles: list[float]
+    fraction_clipped: float
+    noise_multiplier: float
+    max_grad_norm: float
+    dp: bool
+    noise_mode: str
+    noise_seed: int
+    noise_std: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# -- stages ----------------------------------------------------------------------------------------
+def clip_per_example(grads: dict[str, torch.Tensor], max_norm: float):
+    """Scales each example's whole gradient (all tensors together) to norm <= C.
+    Returns (clip factors [B], norms [B]); examples with norm <= C keep factor exactly 1."""
+    norms = per_example_norms(grads)
+    factors = torch.where(norms > max_norm, max_norm / norms.clamp_min(1e-30), torch.ones_like(norms))
+    return factors, norms
+
+
+def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    sq = [g.flatten(1).float().pow(2).sum(1) for g in grads.values()]
+    return torch.stack(sq, 0).sum(0).sqrt()
+
+
+def accumulate(acc: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], factors: torch.Tensor) -> None:
+    """acc += sum_i factor_i * grad_i (clipped per-example gradients summed into float32 buffers)."""
+    for n, g in grads.items():
+        acc[n] += torch.einsum("b,b...->...", factors.to(torch.float32), g.float())
+
+
+def noise_generator(dp: DpConfig, step: int, device: torch.device) -> tuple[torch.Generator, str, int]:
+    """Secure mode: a fresh generator seeded from os.urandom each step. Seeded mode: a generator
+    seeded from (noise_seed, step), so a resumed run draws the same noise as an uninterrupted one."""
+    gen = torch.Generator(device=device)
+    if dp.secure_noise:
+        gen.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+        return gen, "secure", 0
+    seed = int(np.random.SeedSequence([int(dp.noise_seed), int(step)]).generate_state(1, np.uint64)[0]) >> 1
+    gen.manual_seed(seed)
+    return gen, "seeded", int(dp.noise_seed)
+
+
+def add_noise(acc: dict[str, torch.Tensor], std: float, gen: torch.Generator) -> None:
+    """Adds N(0, std^2) independently to every coordinate of the summed gradient, once per step."""
+    if std <= 0:
+        return
+    for g in acc.values():
+        g.add_(torch.randn(g.shape, generator=gen, device=g.device, dtype=torch.float32) * std)
+
+
+def scale(acc: dict[str, torch.Tensor], divisor: float) -> None:
+    for g in acc.values():
+        g.div_(divisor)
+
+
+def quantiles(x: torch.Tensor) -> list[float]:
+    if x.numel() == 0:
+        return [0.0] * 5
+    return [float(v) for v in torch.quantile(x.double(), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64))]
+
+
+# -- the step ------------------------------------------------------------------------------------
+def train_step(m: LoadedModel, loss: str, raw_batch: dict[str, torch.Tensor], dp: DpConfig,
+               micro_batch_size: int = 0, lr: float = 0.0, loss_params: dict | None = None) -> StepReport:
+    if m.optimizer is None:
+        raise invalid_argument(f"model {m.handle!r} was loaded without an optimizer; it cannot be trained")
+    if not math.isfinite(lr) or lr < 0:
+        raise invalid_argument("lr must be a finite number >= 0", lr=lr)
+    dp.validate()
+    objective = get_objective(loss)
+    params_cfg = check_loss_params(loss, loss_params or {})
+    batch = {k: v.to(m.device) for k, v in objective.prepare(raw_batch, m.pad_id).items()}
+    n = batch_size(batch)
+    lr = lr or m.optimizer.lr
+    acc = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in m.trainable.items()}
+    m.model.train()
+    if dp.enabled:
+        losses, norms, metrics, clipped = _private_grads(m, objective, batch, dp, micro_batch_size, params_cfg, acc)
+        gen, mode, seed = noise_generator(dp, m.step, m.device)
+        std = dp.noise_multiplier * dp.max_grad_norm
+        add_noise(acc, std, gen)
+        scale(acc, dp.expected_batch_size)
+        if std <= 0:
+            mode, seed = "none", 0
+        frac = float(clipped.float().mean()) if n else 0.0
+        q = quantiles(norms)
+    else:
+        losses, metrics, total_norm = _nonprivate_grads(m, objective, batch, micro_batch_size, params_cfg, acc)
+        was_clipped = dp.max_grad_norm > 0 and total_norm > dp.max_grad_norm
+        if was_clipped:
+            scale(acc, total_norm / dp.max_grad_norm)
+        mode, seed, std, frac = "none", 0, 0.0, float(was_clipped)
+        q = [total_norm] * 5
+        metrics["batch_grad_norm"] = torch.tensor([total_norm])
+    m.optimizer.step(acc, lr)
+    m.step += 1
+    return StepReport(
+        step=m.step, examples=n, loss=float(losses.mean()) if n else 0.0, grad_norm_quantiles=q,
+        fraction_clipped=frac, noise_multiplier=dp.noise_multiplier if dp.enabled else 0.0,
+        max_grad_norm=dp.max_grad_norm, dp=dp.enabled, noise_mode=mode, noise_seed=seed, noise_std=std,
+        metrics={k: float(v.float().mean()) if v.numel() else 0.0 for k, v in metrics.items()},
+    )
+
+
+def _gather_metrics(chunks: list[dict]) -> dict[str, torch.Tensor]:
+    keys = chunks[0].keys() if chunks else []
+    return {k: torch.cat([c[k].reshape(-1).float().cpu() for c in chunks]) for k in keys}
+
+
+def _private_grads(m, objective, batch, dp, micro, loss_params, acc):
+    if m.backend == "opacus":
+        from .opacus_backend import per_example_grads as pe_fn
+    else:
+        pe_fn = per_example_grads
+    all_losses, all_norms, all_clipped, all_metrics = [], [], [], []
+    for mb in micro_batches(batch, micro):
+        grads, losses, metrics = pe_fn(m.model, objective, mb, m.trainable, loss_params)
+        factors, norms = clip_per_example(grads, dp.max_grad_norm)
+        accumulate(acc, grads, factors)
+        all_losses.append(losses.detach().float().cpu())
+        all_norms.append(norms.detach().cpu())
+        all_clipped.append((norms > dp.max_grad_norm).cpu())
+        all_metrics.append(metrics)
+        del grads
+    cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0)  # noqa: E731
+    return cat(all_losses), cat(all_norms), _gather_metrics(all_metrics), cat(all_clipped)
+
+
+def _nonprivate_grads(m, objective, batch, micro, loss_params, acc):
+    n = batch_size(batch)
+    names = list(m.trainable)
+    params = [m.trainable[k] for k in names]
+    fwd = _forward_fn(m.model, {})
+    all_losses, all_metrics = [], []
+    for mb in micro_batches(batch, micro):
+        losses, metrics = objective.compute(fwd, mb, loss_params)
+        grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
+        for k, g in zip(names, grads):
+            if g is not None:
+                acc[k] += g.float()
+        all_losses.append(losses.detach().float().cpu())
+        all_metrics.append({k: v.detach() for k, v in metrics.items()})
+    if n:
+        scale(acc, float(n))
+    total = float(torch.sqrt(sum(g.pow(2).sum() for g in acc.values()))) if acc else 0.0
+    return (torch.cat(all_losses) if all_losses else torch.zeros(0)), _gather_metrics(all_metrics), total

@@ -1,0 +1,240 @@
+"""Models by request: the built-in tiny GPT-2, a local Hugging Face causal LM, or a user entry point
+`package.module:factory`; then LoRA, a value head and a reward head. Only LoRA and heads are
+trainable unless train_base is set.
+
+EngineModel.forward(input_ids, want=...) is the single forward used for training (under
+torch.func), scoring and the first generation step:
+  want="logits"        -> {"logits"}                 [B, L, V]
+  want="logits_values" -> {"logits", "values"}       values [B, L] from the value head
+  want="rewards"       -> {"rewards"}                [B, L] reward head at every position
+Inputs are right-padded; without an attention mask a causal model's outputs at real positions do
+not depend on the padding after them, so training and scoring pass no mask.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import invalid_argument, not_found, unsupported_model
+from .heads import ScalarHead
+from .lora import LoraConfig, apply_lora, canonical_name
+
+DTYPES = {"": torch.float32, "float32": torch.float32, "float64": torch.float64,
+          "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _no_padding_check(*_a: Any, **_k: Any) -> None:
+    return None
+
+
+class EngineModel(nn.Module):
+    def __init__(self, lm: nn.Module, hidden_size: int, value_head: bool, reward_head: bool) -> None:
+        super().__init__()
+        self.lm = lm
+        self.value_head = ScalarHead(hidden_size) if value_head else None
+        self.reward_head = ScalarHead(hidden_size) if reward_head else None
+        # Hugging Face models check `pad_token_id in input_ids` when no mask is given: a Python
+        # branch on tensor data that vmap cannot run. Training inputs are right-padded and causal,
+        # so no mask is needed; silence the check on these instances.
+        for mod in lm.modules():
+            if hasattr(mod, "warn_if_padding_and_no_attention_mask"):
+                mod.warn_if_padding_and_no_attention_mask = _no_padding_check
+
+    def _body(self) -> nn.Module | None:
+        body = getattr(self.lm, "base_model", None)
+        return body if isinstance(body, nn.Module) and body is not self.lm else None
+
+    def forward(self, input_ids: torch.Tensor, want: str = "logits", **kw: Any) -> dict[str, torch.Tensor]:
+        if want == "rewards":
+            if self.reward_head is None:
+                raise invalid_argument("this model has no reward head (load it with reward_head=true)")
+            body = self._body()
+            if body is not None:
+                hidden = body(input_ids=input_ids, use_cache=False, **kw).last_hidden_state
+            else:
+                hidden = self.lm(input_ids=input_ids, use_cache=False, output_hidden_states=True, **kw).hidden_states[-1]
+            return {"rewards": self.reward_head(hidden)}
+        need_values = want == "logits_values"
+        if need_values and self.value_head is None:
+            raise invalid_argument("this model has no value head (load it with value_head=true)")
+        out = self.lm(input_ids=input_ids, use_cache=False, output_hidden_states=need_values, **kw)
+        res = {"logits": out.logits}
+        if need_values:
+            res["values"] = self.value_head(out.hidden_states[-1])
+        return res
+
+
+@dataclass
+class LoadedModel:
+    """A model held by the worker under a handle, with everything a step needs."""
+
+    handle: str
+    model: EngineModel
+    tokenizer: Any
+    device: torch.device
+    lora: LoraConfig
+    source: dict
+    trainable: dict[str, nn.Parameter]
+    optimizer: Any = None           # optim.DPAdamW / optim.DPSGD, None for frozen models
+    optimizer_spec: dict = field(default_factory=dict)
+    backend: str = "builtin"
+    step: int = 0
+    base_in_checkpoint: bool = False  # save frozen base weights too (they are not reproducible from the spec)
+    train_base: bool = False
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def base_names(self) -> list[str]:
+        return [n for n, _ in self.model.named_parameters() if n not in self.trainable]
+
+
+def _gpt2_tiny(spec, tokenizer, dtype) -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if spec.n_layer == 0 or spec.n_head == 0 or spec.n_embd == 0:
+        raise invalid_argument("tiny model needs n_layer, n_head and n_embd > 0")
+    if spec.n_embd % spec.n_head:
+        raise invalid_argument(f"n_embd {spec.n_embd} is not divisible by n_head {spec.n_head}")
+    cfg = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=spec.n_positions or 256, n_embd=spec.n_embd,
+        n_layer=spec.n_layer, n_head=spec.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel._from_config(cfg, attn_implementation="eager", dtype=dtype)
+
+
+def _hf_local(path: str, dtype):
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .tokenizer import ensure_pad
+
+    if not os.path.isdir(path):
+        raise not_found(f"model directory {path!r} does not exist", path=path)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype, attn_implementation="eager")
+    except (ValueError, TypeError):
+        lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    ensure_pad(tok)
+    return lm, tok
+
+
+def _entry_point(ep: str):
+    from .tokenizer import ensure_pad
+
+    mod_name, sep, fn_name = ep.partition(":")
+    if not sep or not mod_name or not fn_name:
+        raise invalid_argument(f"entry point {ep!r} is not of the form package.module:factory")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise not_found(f"cannot import entry point {ep!r}: {e}") from e
+    result = fn()
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
+        raise unsupported_model(f"entry point {ep!r} must return (torch.nn.Module, tokenizer)")
+    ensure_pad(result[1])
+    return result
+
+
+def _hidden_size(lm: nn.Module) -> int:
+    cfg = getattr(lm, "config", None)
+    for key in ("hidden_size", "n_embd", "d_model"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int):
+            return v
+    emb = lm.get_input_embeddings() if hasattr(lm, "get_input_embeddings") else None
+    if emb is not None:
+        return emb.weight.shape[1]
+    raise unsupported_model("cannot find the model's hidden size (config.hidden_size or input embeddings)")
+
+
+def build_model(handle: str, spec, device: str, optimizer_spec=None, backend: str = "") -> LoadedModel:
+    """Builds a LoadedModel from a ModelSpec protobuf message (or anything with the same fields)."""
+    from . import checkpoint, optim
+    from .tokenizer import load_tokenizer
+
+    dtype = DTYPES.get(spec.dtype)
+    if dtype is None:
+        raise invalid_argument(f"unknown dtype {spec.dtype!r}", supported=",".join(k for k in DTYPES if k))
+    source_kind = spec.WhichOneof("source") if hasattr(spec, "WhichOneof") else None
+    torch.manual_seed(int(spec.init_seed))  # weight init of the tiny model uses the global RNG
+    if source_kind == "tiny":
+        tok = load_tokenizer(spec.tiny.tokenizer_dir)
+        lm = _gpt2_tiny(spec.tiny, tok, dtype)
+        source = {"tiny": {"n_layer": spec.tiny.n_layer, "n_head": spec.tiny.n_head, "n_embd": spec.tiny.n_embd,
+                           "n_positions": spec.tiny.n_positions or 256, "tokenizer_dir": spec.tiny.tokenizer_dir}}
+    elif source_kind == "hf_path":
+        lm, tok = _hf_local(spec.hf_path, dtype)
+        source = {"hf_path": spec.hf_path}
+    elif source_kind == "entry_point":
+        lm, tok = _entry_point(spec.entry_point)
+        lm = lm.to(dtype)
+        source = {"entry_point": spec.entry_point}
+    else:
+        raise invalid_argument("ModelSpec needs a source: tiny, hf_path or entry_point")
+
+    gen = torch.Generator().manual_seed(int(spec.init_seed))
+    lora = LoraConfig(int(spec.lora.rank), float(spec.lora.alpha), float(spec.lora.dropout),
+                      tuple(spec.lora.target_modules))
+    model = EngineModel(lm, _hidden_size(lm), bool(spec.value_head), bool(spec.reward_head))
+    for head in (model.value_head, model.reward_head):
+        if head is not None:
+            head.reset(gen)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    base_from_ckpt = False
+    if spec.init_checkpoint:
+        base_from_ckpt = checkpoint.init_from_checkpoint(model, spec.init_checkpoint)
+    if lora.enabled:
+        apply_lora(model.lm, lora, gen)
+    dev = torch.device(spec.device or device)
+    model.to(device=dev, dtype=dtype)
+    for name, p in model.named_parameters():
+        trainable = ("lora_" in name.rsplit(".", 1)[-1] or name.startswith(("value_head.", "reward_head."))
+                     or bool(spec.train_base))
+        p.requires_grad_(trainable)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    loaded = LoadedModel(
+        handle=handle, model=model, tokenizer=tok, device=dev, lora=lora, source=source, trainable=trainable,
+        backend=backend or "builtin", base_in_checkpoint=bool(spec.train_base) or base_from_ckpt or source_kind == "tiny",
+        train_base=bool(spec.train_base),
+    )
+    if backend not in ("", "builtin", "opacus"):
+        raise invalid_argument(f"unknown backend {backend!r}", supported="builtin,opacus")
+    if backend == "opacus":
+        from .opacus_backend import require_opacus
+
+        require_opacus()
+    if optimizer_spec is not None:
+        loaded.optimizer, loaded.optimizer_spec = optim.from_spec(optimizer_spec, trainable)
+    return loaded
+
+
+def model_summary(m: LoadedModel) -> dict:
+    cfg = getattr(m.model.lm, "config", None)
+    max_pos = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 0
+    return {
+        "handle": m.handle,
+        "total_parameters": sum(p.numel() for p in m.model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in m.trainable.values()),
+        "trainable_names": [canonical_name(n) for n in m.trainable],
+        "vocab_size": len(m.tokenizer),
+        "max_positions": int(max_pos),
+        "eos_token_id": m.eos_id,
+        "pad_token_id": m.pad_id,
+        "device": str(m.device),
+        "backend": m.backend,
+    }

@@ -1,0 +1,149 @@
+"""Training objectives by name: `prepare` turns the request's tensors into per-example tensors
+(first dim = example, padding trimmed, pairs packed), `compute` runs the model through a forward
+function and returns the per-example loss [B] and per-example metrics. `compute` is written for a
+batch of B examples and is called with B = 1 under torch.func.vmap for per-example gradients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..errors import invalid_argument
+from . import losses
+from .batch import check_lengths, pack, require, response_mask, trim
+
+Forward = Callable[..., dict]  # forward(input_ids, want=...) -> model outputs
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    prepare: Callable[[dict, int], dict]
+    compute: Callable[[Forward, dict, dict], tuple[torch.Tensor, dict]]
+
+
+def _last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """x [B, L] -> x[b, lengths[b]-1] [B]."""
+    return x.gather(1, (lengths - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
+
+
+# causal_lm -------------------------------------------------------------------------------------
+def _prep_lm(b: dict, pad_id: int) -> dict:
+    require(b, ("input_ids", "lengths", "loss_mask"), "loss causal_lm")
+    ids, lengths = b["input_ids"].long(), b["lengths"].long()
+    check_lengths(ids, lengths, "input_ids")
+    if b["loss_mask"].shape != ids.shape:
+        raise invalid_argument("loss_mask must have the shape of input_ids", shape=list(b["loss_mask"].shape))
+    ids = trim(ids, lengths, 2)
+    real = (torch.arange(ids.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    mask = b["loss_mask"][:, : ids.shape[1]].float() * real
+    return {"input_ids": ids, "loss_mask": mask}
+
+
+def _lm(fwd: Forward, b: dict, _p: dict):
+    logits = fwd(b["input_ids"], want="logits")["logits"]
+    return losses.causal_lm_loss(logits, b["input_ids"], b["loss_mask"]), {}
+
+
+# classification ---------------------------------------------------------------------------------
+def _prep_cls(b: dict, pad_id: int) -> dict:
+    require(b, ("input_ids", "lengths", "labels"), "loss classification")
+    ids, lengths = b["input_ids"].long(), b["lengths"].long()
+    check_lengths(ids, lengths, "input_ids", min_len=1)
+    return {"input_ids": trim(ids, lengths), "lengths": lengths, "labels": b["labels"].long()}
+
+
+def _cls(fwd: Forward, b: dict, _p: dict):
+    r = _last(fwd(b["input_ids"], want="rewards")["rewards"], b["lengths"])
+    acc = ((r > 0).long() == b["labels"]).float().detach()
+    return losses.classification_loss(r, b["labels"]), {"accuracy": acc}
+
+
+# pairwise_reward -------------------------------------------------------------------------------
+def _prep_pair(b: dict, pad_id: int) -> dict:
+    names = ("chosen_ids", "chosen_lengths", "rejected_ids", "rejected_lengths")
+    require(b, names, "loss pairwise_reward")
+    c, cl, r, rl = (b[k].long() for k in names)
+    check_lengths(c, cl, "chosen_ids", min_len=1)
+    check_lengths(r, rl, "rejected_ids", min_len=1)
+    width = max(int(cl.max()) if cl.numel() else 1, int(rl.max()) if rl.numel() else 1)
+
+    def fit(x):
+        x = x[:, :width]
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=pad_id)
+
+    return {"pair_ids": torch.stack([fit(c), fit(r)], 1), "pair_lengths": torch.stack([cl, rl], 1)}
+
+
+def _pair(fwd: Forward, b: dict, _p: dict):
+    ids = b["pair_ids"]
+    rewards = fwd(ids.reshape(-1, ids.shape[-1]), want="rewards")["rewards"]
+    r = _last(rewards, b["pair_lengths"].reshape(-1)).reshape(-1, 2)
+    acc = (r[:, 0] > r[:, 1]).float().detach()
+    return losses.pairwise_reward_loss(r[:, 0], r[:, 1]), {"accuracy": acc, "margin": (r[:, 0] - r[:, 1]).detach()}
+
+
+# ppo -------------------------------------------------------------------------------------------
+PPO_TENSORS = ("query_ids", "query_lengths", "response_ids", "response_lengths",
+               "old_logprobs", "old_values", "advantages", "returns")
+
+
+def _prep_ppo(b: dict, pad_id: int) -> dict:
+    require(b, PPO_TENSORS, "loss ppo")
+    q, ql, r, rl = (b[k].long() for k in PPO_TENSORS[:4])
+    check_lengths(q, ql, "query_ids", min_len=1)
+    check_lengths(r, rl, "response_ids")
+    for k in PPO_TENSORS[4:]:
+        if b[k].shape != r.shape:
+            raise invalid_argument(f"{k} must have the shape of response_ids", shape=list(b[k].shape))
+    width = max(int(rl.max()) if rl.numel() else 0, 1)
+    r = torch.nn.functional.pad(r, (0, max(width - r.shape[1], 0)), value=pad_id)[:, :width]
+    seq, _, pos = pack(trim(q, ql), ql, r, rl, pad_id)
+    out = {"seq": seq, "resp_ids": r, "resp_pos": pos, "mask": response_mask(rl, width)}
+    for k in PPO_TENSORS[4:]:
+        v = b[k].float()
+        out[k] = torch.nn.functional.pad(v, (0, max(width - v.shape[1], 0)))[:, :width]
+    return out
+
+
+def _ppo(fwd: Forward, b: dict, p: dict):
+    out = fwd(b["seq"], want="logits_values")
+    pos = b["resp_pos"]
+    logits = out["logits"].gather(1, pos.unsqueeze(-1).expand(*pos.shape, out["logits"].shape[-1]))
+    values = out["values"].gather(1, pos).float()
+    logprobs = losses.token_logprobs(logits, b["resp_ids"])
+    return losses.ppo_loss(
+        logprobs, values, b["old_logprobs"], b["old_values"], b["advantages"], b["returns"], b["mask"],
+        clip_range=p.get("clip_range", 0.2), clip_range_value=p.get("clip_range_value", 0.2),
+        vf_coef=p.get("vf_coef", 0.1),
+    )
+
+
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective("causal_lm", _prep_lm, _lm),
+        Objective("classification", _prep_cls, _cls),
+        Objective("pairwise_reward", _prep_pair, _pair),
+        Objective("ppo", _prep_ppo, _ppo),
+    )
+}
+LOSS_PARAMS = {"ppo": {"clip_range", "clip_range_value", "vf_coef"}}
+
+
+def get_objective(name: str) -> Objective:
+    obj = OBJECTIVES.get(name)
+    if obj is None:
+        raise invalid_argument(f"unknown loss {name!r}", supported=",".join(OBJECTIVES))
+    return obj
+
+
+def check_loss_params(name: str, params: dict) -> dict:
+    allowed = LOSS_PARAMS.get(name, set())
+    unknown = set(params) - allowed
+    if unknown:
+        raise invalid_argument(f"loss {name!r} does not take loss_params {sorted(unknown)}",
+                               supported=",".join(sorted(allowed)))
+    return dict(params)
