@@ -1,0 +1,161 @@
+"""Protocol-level tests of the worker: generated code, tensor codec, the server's error handling."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import zmq
+
+from dpalign_worker.errors import WorkerError
+from dpalign_worker.protocol import worker_pb2 as pb
+from dpalign_worker.server import WorkerServer
+from dpalign_worker.tensors import batch_from_proto, batch_to_proto, from_proto, to_proto
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generated_code_is_fresh():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.randn(3, 4),
+        torch.randn(2, 5).to(torch.float16),
+        torch.randn(2, 5).to(torch.bfloat16),
+        torch.tensor([[1, -2, 2**62]], dtype=torch.int64),
+        torch.empty(0, 3),
+        torch.tensor([True, False]),
+        torch.tensor(3.5, dtype=torch.float64),
+    ],
+    ids=["float32", "float16", "bfloat16", "int64", "empty", "bool", "scalar"],
+)
+def test_tensor_round_trip_keeps_dtype_shape_and_values(tensor):
+    back = from_proto(to_proto(tensor))
+    assert back.dtype == tensor.dtype
+    assert back.shape == tensor.shape
+    assert torch.equal(back, tensor)
+
+
+def test_tensor_bytes_must_match_dtype_and_shape():
+    m = pb.Tensor(dtype="float32", shape=[3], data=b"\x00" * 8)
+    with pytest.raises(WorkerError, match="12 bytes expected"):
+        from_proto(m)
+    with pytest.raises(WorkerError, match="unknown dtype"):
+        from_proto(pb.Tensor(dtype="complex64", shape=[1], data=b"\x00" * 8))
+
+
+def test_batch_round_trip():
+    batch = {"a": torch.arange(6).reshape(2, 3), "b": torch.ones(2)}
+    back = batch_from_proto(batch_to_proto(batch))
+    assert set(back) == {"a", "b"} and torch.equal(back["a"], batch["a"])
+
+
+@pytest.fixture()
+def server():
+    endpoint = f"ipc://{tempfile.gettempdir()}/dpalign-pytest-{os.getpid()}-{time.monotonic_ns()}.sock"
+    srv = WorkerServer(endpoint, threads=2)
+    srv.heartbeat_ms = 100
+    t = threading.Thread(target=srv.serve, daemon=True)
+    t.start()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    sock.connect(endpoint)
+    yield sock
+    sock.send(pb.Request(id=999, shutdown=pb.ShutdownRequest()).SerializeToString())
+    t.join(timeout=5)
+    sock.close()
+
+
+def call(sock, request: pb.Request) -> pb.Reply:
+    sock.send(request.SerializeToString())
+    while True:
+        reply = pb.Reply()
+        reply.ParseFromString(sock.recv())
+        if reply.WhichOneof("result") != "heartbeat":
+            return reply
+
+
+def test_handshake_reports_capabilities(server):
+    r = call(server, pb.Request(id=1, handshake=pb.HandshakeRequest(protocol_version=pb.PROTOCOL_VERSION_CURRENT)))
+    assert r.id == 1 and r.handshake.protocol_version == pb.PROTOCOL_VERSION_CURRENT
+    assert "echo" in r.handshake.capabilities.methods
+    assert r.handshake.capabilities.torch_version == torch.__version__
+
+
+def test_handshake_refuses_another_version(server):
+    r = call(server, pb.Request(id=2, handshake=pb.HandshakeRequest(protocol_version=77)))
+    assert r.error.code == pb.PROTOCOL_MISMATCH
+    assert "77" in r.error.message and str(pb.PROTOCOL_VERSION_CURRENT) in r.error.message
+
+
+def test_exception_becomes_typed_error(server):
+    r = call(server, pb.Request(id=3, echo=pb.EchoRequest(raise_error="nope")))
+    assert r.id == 3 and r.error.code == pb.DEBUG_RAISED and r.error.message == "nope"
+
+
+def test_malformed_bytes_get_an_error_reply_and_the_worker_lives(server):
+    server.send(b"\xff\xff\x00garbage")
+    reply = pb.Reply()
+    while True:
+        reply.ParseFromString(server.recv())
+        if reply.WhichOneof("result") == "error":
+            break
+    assert reply.error.code == pb.MALFORMED_REQUEST
+    assert call(server, pb.Request(id=4, ping=pb.PingRequest())).WhichOneof("result") == "ping"
+
+
+def test_request_without_method_lists_supported_ones(server):
+    r = call(server, pb.Request(id=5))
+    assert r.error.code == pb.UNKNOWN_METHOD
+    assert "echo" in r.error.details["supported"]
+
+
+def test_heartbeats_follow_the_handshake(server):
+    call(server, pb.Request(id=6, handshake=pb.HandshakeRequest(protocol_version=pb.PROTOCOL_VERSION_CURRENT, heartbeat_interval_ms=50)))
+    seen = []
+    deadline = time.monotonic() + 3
+    while len(seen) < 2 and time.monotonic() < deadline:
+        reply = pb.Reply()
+        reply.ParseFromString(server.recv())
+        if reply.WhichOneof("result") == "heartbeat":
+            seen.append(reply.heartbeat.sequence)
+    assert len(seen) == 2 and seen[1] > seen[0]
+
+
+def test_worker_exits_when_its_parent_dies(tmp_path):
+    endpoint = f"ipc://{tmp_path}/w.sock"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "py_runtime")}
+    # bash starts the worker with itself as parent, prints the worker's pid, then is killed.
+    parent = subprocess.Popen(
+        ["bash", "-c", f'"{sys.executable}" -m dpalign_worker --endpoint {endpoint} --parent-pid $$ & echo $!; wait'],
+        stdout=subprocess.PIPE, env=env, text=True,
+    )
+    worker_pid = int(parent.stdout.readline())
+    time.sleep(1.5)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap it if it became our child's zombie
+            os.waitpid(worker_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    os.kill(worker_pid, signal.SIGKILL)
+    pytest.fail("worker outlived its parent by 10 s")
