@@ -1,4 +1,6 @@
 import type { Argv } from "yargs";
+import { register as doctor } from "./doctor.js";
+import { register as worker } from "./worker.js";
 
 /**
  * Every CLI command is a module in this folder exporting `register(cli)`; it is listed here once.
@@ -6,4 +8,4 @@ import type { Argv } from "yargs";
  */
 export type CommandRegistrar = (cli: Argv) => Argv;
 
-export const commands: CommandRegistrar[] = [];
+export const commands: CommandRegistrar[] = [doctor, worker];
