@@ -62,9 +62,19 @@ def _looks_like_vmap_error(exc: Exception) -> bool:
 def _module_stack(model: nn.Module) -> Iterator[list[str]]:
     stack: list[str] = []
     handles = []
+
+    def enter(name: str):
+        def hook(_m, _a) -> None:
+            stack.append(name)
+        return hook
+
+    def leave(_m, _a, _o) -> None:  # must return None: a forward hook's return value replaces the output
+        if stack:
+            stack.pop()
+
     for name, mod in model.named_modules():
-        handles.append(mod.register_forward_pre_hook(lambda m, a, n=name: stack.append(n)))
-        handles.append(mod.register_forward_hook(lambda m, a, o: stack.pop() if stack else None))
+        handles.append(mod.register_forward_pre_hook(enter(name)))
+        handles.append(mod.register_forward_hook(leave))
     try:
         yield stack
     finally:

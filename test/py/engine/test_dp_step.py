@@ -1,0 +1,135 @@
+"""The DP step's stages: clipping, noise, scaling by q*N, micro-batching, frozen base weights."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import lm_batch, make_model, perturb_lora, ppo_batch
+
+from dpalign_worker.engine import dp_step
+from dpalign_worker.engine.dp_step import DpConfig, train_step
+from dpalign_worker.engine.objectives import get_objective
+from dpalign_worker.engine.per_example import per_example_grads
+from dpalign_worker.errors import WorkerError
+
+
+def snapshot(m):
+    return {n: p.detach().clone() for n, p in m.model.named_parameters()}
+
+
+def test_clip_bounds_norms_and_keeps_small_examples(tok_dir):
+    m = make_model(tok_dir, value_head=True)
+    perturb_lora(m)
+    obj = get_objective("causal_lm")
+    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(lm_batch(6), m.pad_id), m.trainable, {})
+    norms = dp_step.per_example_norms(grads)
+    c = float(norms.median())  # half the examples above C, half below
+    factors, norms2 = dp_step.clip_per_example(grads, c)
+    clipped = {n: g * factors.view(-1, *[1] * (g.dim() - 1)) for n, g in grads.items()}
+    new_norms = dp_step.per_example_norms(clipped)
+    assert torch.all(new_norms <= c * (1 + 1e-5))
+    small = norms2 <= c
+    assert small.any() and (~small).any()
+    for n in grads:
+        assert torch.equal(clipped[n][small], grads[n][small])  # unclipped examples unchanged, bit for bit
+
+
+def test_noise_std_is_sigma_c_over_expected_batch_size(tok_dir):
+    # Empty logical batch, SGD with lr 1: the update is exactly -noise / (q N).
+    m = make_model(tok_dir, optimizer="sgd", lora_rank=8, value_head=True)
+    before = snapshot(m)
+    sigma, c, qn = 1.3, 0.7, 4.0
+    r = train_step(m, "causal_lm", lm_batch(0), DpConfig(True, sigma, c, qn, False, 11), lr=1.0)
+    delta = torch.cat([(before[n] - p.detach()).flatten() for n, p in m.trainable.items()])
+    assert delta.numel() > 2000
+    expected = sigma * c / qn
+    assert abs(float(delta.std()) / expected - 1) < 0.08
+    assert abs(float(delta.mean())) < 4 * expected / delta.numel() ** 0.5
+    assert r.examples == 0 and r.loss == 0.0 and r.noise_std == pytest.approx(sigma * c)
+    assert r.noise_mode == "seeded" and r.noise_seed == 11 and r.dp
+
+
+def test_zero_sigma_adds_no_noise_and_scales_by_expected_batch_size(tok_dir):
+    m = make_model(tok_dir, optimizer="sgd", value_head=True)
+    perturb_lora(m)
+    obj = get_objective("ppo")
+    raw = ppo_batch(5, seed=2)
+    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(raw, m.pad_id), m.trainable, {})
+    c, qn = 0.3, 7.5
+    factors, _ = dp_step.clip_per_example(grads, c)
+    expected = {n: torch.einsum("b,b...->...", factors, g) / qn for n, g in grads.items()}
+    before = snapshot(m)
+    r = train_step(m, "ppo", raw, DpConfig(True, 0.0, c, qn, True), lr=1.0)
+    assert r.noise_mode == "none" and r.noise_std == 0.0
+    for n, p in m.trainable.items():
+        torch.testing.assert_close(before[n] - p.detach(), expected[n], atol=1e-6, rtol=1e-5)
+    assert set(r.metrics) >= {"policy_loss", "value_loss", "clipfrac", "approx_kl"}
+
+
+@pytest.mark.parametrize("loss,make", [("causal_lm", lm_batch), ("ppo", ppo_batch)])
+def test_micro_batches_do_not_change_the_update(tok_dir, loss, make):
+    results = []
+    for micro in (0, 2, 3):
+        m = make_model(tok_dir, value_head=True)
+        perturb_lora(m)
+        r = train_step(m, loss, make(7, seed=4), DpConfig(True, 0.8, 0.05, 7.0, False, 5), micro, lr=1e-2)
+        results.append((r, {n: p.detach().clone() for n, p in m.trainable.items()}))
+    (r0, p0) = results[0]
+    for r, p in results[1:]:
+        for n in p0:
+            torch.testing.assert_close(p[n], p0[n], atol=1e-6, rtol=1e-5)
+        assert r.fraction_clipped == r0.fraction_clipped
+        assert r.grad_norm_quantiles == pytest.approx(r0.grad_norm_quantiles, rel=1e-4)
+        assert r.loss == pytest.approx(r0.loss, rel=1e-5)
+
+
+def test_only_lora_and_heads_change(tok_dir):
+    m = make_model(tok_dir, value_head=True)
+    before = snapshot(m)
+    for i in range(2):
+        train_step(m, "ppo", ppo_batch(4, seed=i), DpConfig(True, 1.0, 1.0, 4.0, True), 2, lr=1e-2)
+        train_step(m, "causal_lm", lm_batch(4, seed=i), DpConfig(False, 0, 0, 0), 0, lr=1e-2)
+    for n, p in m.model.named_parameters():
+        if n in m.trainable:
+            assert not torch.equal(p, before[n]), n
+        else:
+            assert torch.equal(p, before[n]), n  # bit-identical base
+    assert m.step == 4
+
+
+def test_secure_noise_differs_between_runs(tok_dir):
+    outs = []
+    for _ in range(2):
+        m = make_model(tok_dir)
+        r = train_step(m, "causal_lm", lm_batch(0), DpConfig(True, 1.0, 1.0, 1.0, True, 5), lr=1.0)
+        assert r.noise_mode == "secure" and r.noise_seed == 0
+        outs.append(torch.cat([p.detach().flatten() for p in m.trainable.values()]))
+    assert not torch.equal(outs[0], outs[1])
+
+
+def test_nonprivate_mean_gradient_and_clipping(tok_dir):
+    m = make_model(tok_dir, optimizer="sgd")
+    perturb_lora(m)
+    raw = lm_batch(4, seed=9)
+    obj = get_objective("causal_lm")
+    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(raw, m.pad_id), m.trainable, {})
+    mean = {n: g.mean(0) for n, g in grads.items()}
+    norm = float(torch.sqrt(sum(g.pow(2).sum() for g in mean.values())))
+    before = snapshot(m)
+    r = train_step(m, "causal_lm", raw, DpConfig(False, 0, norm / 2, 0), 3, lr=1.0)
+    assert r.noise_mode == "none" and not r.dp and r.fraction_clipped == 1.0
+    assert r.grad_norm_quantiles[0] == pytest.approx(norm, rel=1e-4)
+    for n, p in m.trainable.items():
+        torch.testing.assert_close(before[n] - p.detach(), mean[n] / 2, atol=1e-6, rtol=1e-4)
+
+
+def test_invalid_requests(tok_dir):
+    m = make_model(tok_dir)
+    with pytest.raises(WorkerError, match="unknown loss"):
+        train_step(m, "dpo", lm_batch(2), DpConfig(False))
+    with pytest.raises(WorkerError, match="expected_batch_size"):
+        train_step(m, "causal_lm", lm_batch(2), DpConfig(True, 1.0, 1.0, 0.0))
+    with pytest.raises(WorkerError, match="missing"):
+        train_step(m, "causal_lm", {"input_ids": torch.zeros(2, 3, dtype=torch.long)}, DpConfig(False))
+    frozen = make_model(tok_dir, optimizer=None)
+    with pytest.raises(WorkerError, match="without an optimizer"):
+        train_step(frozen, "causal_lm", lm_batch(2), DpConfig(False))
