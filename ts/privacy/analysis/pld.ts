@@ -1,0 +1,342 @@
+/**
+ * Privacy loss distributions (PLD; the privacy random variable of Gopi et al. 2021) on a uniform
+ * grid, composed by FFT. Discretisation is pessimistic "connect the dots" (Doroshenko et al.
+ * 2022, as in Google's dp_accounting): the discrete PLD's hockey-stick curve interpolates the
+ * exact one at the grid points in e^eps, where the exact curve is convex, so it dominates the
+ * mechanism and every epsilon computed from it is an upper bound.
+ *
+ * Composition: every mechanism's PLD is transformed once; T-fold self-composition is the T-th
+ * pointwise power of its spectrum; heterogeneous mechanisms multiply. The circular window is
+ * chosen by a Chernoff bound computed from the discrete PLDs themselves; the mass that could wrap
+ * around from above is added to delta, so the result stays an upper bound.
+ */
+import FFT from "fft.js";
+import { type Direction, hockeyStick, privacyLoss } from "./gaussian.js";
+import { normSf } from "./special.js";
+
+/** A discrete PLD: mass pmf[i] at loss (kLo + i) * h, plus mass at +infinity. */
+export interface DiscretePld {
+  readonly h: number;
+  readonly kLo: number;
+  readonly pmf: Float64Array;
+  readonly infMass: number;
+}
+
+/** z with P(Z > z) = p for the standard normal (bisection; p in (0, 0.5]). */
+export function normalTailQuantile(p: number): number {
+  let lo = 0;
+  let hi = 40;
+  for (let i = 0; i < 60; i++) {
+    const mid = 0.5 * (lo + hi);
+    if (normSf(mid) > p) lo = mid;
+    else hi = mid;
+  }
+  return hi;
+}
+
+/**
+ * Pessimistic connect-the-dots PLD of one step of the subsampled Gaussian on the grid k*h. The
+ * grid covers the losses of outputs within `tailZ` noise deviations; the P-mass beyond is at most
+ * P(Z > tailZ) on each side: above it goes to +infinity, below it is rounded up (pessimistic).
+ */
+export function discretiseSampledGaussian(q: number, sigma: number, dir: Direction, h: number, tailZ = 8.3): DiscretePld {
+  const xLo = -tailZ * sigma;
+  const xHi = 1 + tailZ * sigma;
+  const a = privacyLoss(q, sigma, dir, xLo);
+  const b = privacyLoss(q, sigma, dir, xHi);
+  const epsLo = Math.min(a, b);
+  const epsHi = Math.max(a, b);
+  const kLo = Math.floor(epsLo / h);
+  const kHi = Math.max(kLo + 1, Math.ceil(epsHi / h));
+  const n = kHi - kLo + 1;
+  const delta = new Float64Array(n);
+  for (let i = 0; i < n; i++) delta[i] = hockeyStick(q, sigma, dir, (kLo + i) * h);
+  const em1 = Math.expm1(h);
+  const pmf = new Float64Array(n);
+  // slope of the interpolant on the segment left of grid point i (in x = e^eps)
+  let sPrev = (delta[0] - 1) / Math.exp(kLo * h);
+  for (let i = 0; i < n; i++) {
+    const sNext = i + 1 < n ? (delta[i + 1] - delta[i]) / (Math.exp((kLo + i) * h) * em1) : 0;
+    const p = (sNext - sPrev) * Math.exp((kLo + i) * h);
+    pmf[i] = p > 0 ? p : 0;
+    sPrev = sNext;
+  }
+  return { h, kLo, pmf, infMass: delta[n - 1] };
+}
+
+/** One PLD composed `count` times. */
+export interface PldPart {
+  readonly pld: DiscretePld;
+  readonly count: number;
+}
+
+/** A composed PLD on a window of N grid points starting at loss kLo * h. */
+export interface ComposedPld extends DiscretePld {
+  /** Upper bound on composed mass that may have wrapped from above the window (already in infMass). */
+  readonly aliasMass: number;
+}
+
+function moments(p: DiscretePld): { mass: number; mean: number; variance: number } {
+  let m0 = 0;
+  let m1 = 0;
+  for (let i = 0; i < p.pmf.length; i++) {
+    m0 += p.pmf[i];
+    m1 += p.pmf[i] * i;
+  }
+  const mean = m0 > 0 ? m1 / m0 : 0;
+  let m2 = 0;
+  for (let i = 0; i < p.pmf.length; i++) m2 += p.pmf[i] * (i - mean) * (i - mean);
+  return { mass: m0, mean: p.kLo + mean, variance: m0 > 0 ? m2 / m0 : 0 };
+}
+
+/** A PLD's finite part in blocks: block mass, lowest and highest grid index (for MGF bounds). */
+interface Blocks {
+  mass: Float64Array;
+  lo: Float64Array;
+  hi: Float64Array;
+}
+
+function toBlocks(p: DiscretePld, maxBlocks = 2048): Blocks {
+  const n = p.pmf.length;
+  const b = Math.max(1, Math.ceil(n / maxBlocks));
+  const nb = Math.ceil(n / b);
+  const mass = new Float64Array(nb);
+  const lo = new Float64Array(nb);
+  const hi = new Float64Array(nb);
+  for (let j = 0; j < nb; j++) {
+    let m = 0;
+    const end = Math.min(n, (j + 1) * b);
+    for (let i = j * b; i < end; i++) m += p.pmf[i];
+    mass[j] = m;
+    lo[j] = p.kLo + j * b;
+    hi[j] = p.kLo + end - 1;
+  }
+  return { mass, lo, hi };
+}
+
+/** An upper bound on log sum_k p_k e^{lambda (k - c)} (grid units), from the blocks. */
+function logMgfBound(bl: Blocks, lambda: number, c: number): number {
+  const pos = lambda > 0 ? bl.hi : bl.lo;
+  let m = -Infinity;
+  for (let j = 0; j < pos.length; j++) if (bl.mass[j] > 0) m = Math.max(m, lambda * (pos[j] - c));
+  let s = 0;
+  for (let j = 0; j < pos.length; j++) if (bl.mass[j] > 0) s += bl.mass[j] * Math.exp(lambda * (pos[j] - c) - m);
+  return m + Math.log(s);
+}
+
+/** The grid window [lo, hi] (grid units) holding all but `tau` of the composed mass on each side. */
+export interface Window {
+  lo: number;
+  hi: number;
+  /** Chernoff bound on the composed mass above grid index `edge`. */
+  massAbove: (edge: number) => number;
+  /** The Chernoff exponents (per unit of loss) that gave the upper and lower edges. */
+  lambdaUpper: number;
+  lambdaLower: number;
+}
+
+/**
+ * Window for a composition, from the hard support and Chernoff bounds on the discrete PLDs.
+ * `hint` (exponents per unit of loss from a coarser grid) narrows the search to three exponents.
+ */
+export function compositionWindow(parts: readonly PldPart[], tau: number, hint?: { upper: number; lower: number }): Window {
+  let supLo = 0;
+  let supHi = 0;
+  let mean = 0;
+  let variance = 0;
+  const stats = parts.map((p) => moments(p.pld));
+  parts.forEach((p, j) => {
+    supLo += p.count * p.pld.kLo;
+    supHi += p.count * (p.pld.kLo + p.pld.pmf.length - 1);
+    mean += p.count * stats[j].mean;
+    variance += p.count * stats[j].variance;
+  });
+  const exact = { lo: supLo, hi: supHi, massAbove: (e: number) => (e >= supHi ? 0 : 1), lambdaUpper: NaN, lambdaLower: NaN };
+  if (variance <= 0 || supHi - supLo < 4096) return exact;
+  const h = parts[0].pld.h;
+  // Blocks overstate each step's loss by up to (block width - 1) grid points, so only one-step
+  // parts are blocked; a part composed c times uses its exact PMF.
+  const blocks = parts.map((p) => toBlocks(p.pld, p.count === 1 ? 2048 : Infinity));
+  const logInvTau = Math.log(1 / tau);
+  const grid = (ls: number[]): number[] => ls.filter((l) => Number.isFinite(l) && l > 0);
+  let upL: number[];
+  let loL: number[];
+  if (hint && Number.isFinite(hint.upper) && Number.isFinite(hint.lower)) {
+    upL = grid([0.8, 1, 1.25].map((f) => f * hint.upper * h));
+    loL = grid([0.8, 1, 1.25].map((f) => f * hint.lower * h));
+  } else {
+    const lam0 = Math.sqrt((2 * logInvTau) / variance);
+    const all = [0.5, 1, 2].map((f) => f * lam0);
+    for (let e = -3; e <= 12; e++) all.push(2 ** e * h); // 2^e per unit of loss, in grid units
+    upL = all;
+    loL = all;
+  }
+  const cgf = (l: number): number => parts.reduce((s, p, j) => s + p.count * logMgfBound(blocks[j], l, stats[j].mean), 0);
+  const upper = upL.map((l) => ({ l, k: cgf(l) })).filter((u) => Number.isFinite(u.k));
+  const lower = loL.map((l) => ({ l, k: cgf(-l) })).filter((u) => Number.isFinite(u.k));
+  let hi = Infinity;
+  let lo = -Infinity;
+  let lambdaUpper = NaN;
+  let lambdaLower = NaN;
+  for (const u of upper) {
+    const t = mean + (u.k + logInvTau) / u.l;
+    if (t < hi) [hi, lambdaUpper] = [t, u.l / h];
+  }
+  for (const d of lower) {
+    const t = mean - (d.k + logInvTau) / d.l;
+    if (t > lo) [lo, lambdaLower] = [t, d.l / h];
+  }
+  if (!Number.isFinite(hi) || !Number.isFinite(lo)) return exact;
+  hi = Math.min(supHi, Math.ceil(hi));
+  lo = Math.max(supLo, Math.floor(lo));
+  const massAbove = (edge: number): number => {
+    if (edge >= supHi) return 0;
+    let best = 1;
+    for (const u of upper) best = Math.min(best, Math.exp(u.k - u.l * (edge - mean)));
+    return best;
+  };
+  return { lo, hi, massAbove, lambdaUpper, lambdaLower };
+}
+
+const fftCache = new Map<number, FFT>();
+function fftOf(n: number): FFT {
+  let f = fftCache.get(n);
+  if (!f) {
+    f = new FFT(n);
+    fftCache.set(n, f);
+  }
+  return f;
+}
+
+/** z^c for complex z = (re, im) into out[o], out[o+1]; underflow to 0 skips the trigonometry. */
+function cpow(re: number, im: number, c: number, out: Float64Array, o: number): void {
+  if (c === 1) {
+    out[o] = re;
+    out[o + 1] = im;
+    return;
+  }
+  const logMag = 0.5 * c * Math.log(re * re + im * im);
+  if (logMag < -745) {
+    out[o] = 0;
+    out[o + 1] = 0;
+    return;
+  }
+  const mag = Math.exp(logMag);
+  const th = c * Math.atan2(im, re);
+  out[o] = mag * Math.cos(th);
+  out[o + 1] = mag * Math.sin(th);
+}
+
+/**
+ * Composes two independent families of parts of equal length (typically the "remove" and "add"
+ * PLDs of the same mechanisms), packed as real and imaginary parts of one complex transform.
+ */
+export function composePair(
+  a: readonly PldPart[],
+  b: readonly PldPart[],
+  n: number,
+  windows: readonly [Window, Window],
+): [ComposedPld, ComposedPld] {
+  const fft = fftOf(n);
+  const h = a[0].pld.h;
+  const acc = new Float64Array(2 * n); // running product for a (first n complex) ...
+  const accB = new Float64Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    acc[2 * i] = 1;
+    accB[2 * i] = 1;
+  }
+  const input = new Float64Array(2 * n) as unknown as number[];
+  const spec = new Float64Array(2 * n) as unknown as number[];
+  const tmp = new Float64Array(2);
+  const tmpB = new Float64Array(2);
+  for (let j = 0; j < a.length; j++) {
+    (input as unknown as Float64Array).fill(0);
+    const pa = a[j].pld;
+    const pb = b[j].pld;
+    for (let i = 0; i < pa.pmf.length; i++) {
+      const pos = ((((pa.kLo + i) % n) + n) % n) * 2;
+      input[pos] += pa.pmf[i];
+    }
+    for (let i = 0; i < pb.pmf.length; i++) {
+      const pos = ((((pb.kLo + i) % n) + n) % n) * 2 + 1;
+      input[pos] += pb.pmf[i];
+    }
+    fft.transform(spec, input);
+    const ca = a[j].count;
+    const cb = b[j].count;
+    for (let k = 0; k < n; k++) {
+      const km = (n - k) % n;
+      const zr = spec[2 * k];
+      const zi = spec[2 * k + 1];
+      const wr = spec[2 * km];
+      const wi = -spec[2 * km + 1]; // conj(Z[N-k])
+      // A = (Z + conj(Z[N-k]))/2, B = (Z - conj(Z[N-k]))/(2i)
+      const ar = 0.5 * (zr + wr);
+      const ai = 0.5 * (zi + wi);
+      const br = 0.5 * (zi - wi);
+      const bi = -0.5 * (zr - wr);
+      if (acc[2 * k] !== 0 || acc[2 * k + 1] !== 0) {
+        cpow(ar, ai, ca, tmp, 0);
+        const r = acc[2 * k] * tmp[0] - acc[2 * k + 1] * tmp[1];
+        acc[2 * k + 1] = acc[2 * k] * tmp[1] + acc[2 * k + 1] * tmp[0];
+        acc[2 * k] = r;
+      }
+      if (accB[2 * k] !== 0 || accB[2 * k + 1] !== 0) {
+        cpow(br, bi, cb, tmpB, 0);
+        const r = accB[2 * k] * tmpB[0] - accB[2 * k + 1] * tmpB[1];
+        accB[2 * k + 1] = accB[2 * k] * tmpB[1] + accB[2 * k + 1] * tmpB[0];
+        accB[2 * k] = r;
+      }
+    }
+  }
+  // W = A + i B; the inverse transform carries a in its real part and b in its imaginary part.
+  for (let k = 0; k < n; k++) {
+    const r = acc[2 * k] - accB[2 * k + 1];
+    const im = acc[2 * k + 1] + accB[2 * k];
+    input[2 * k] = r;
+    input[2 * k + 1] = im;
+  }
+  fft.inverseTransform(spec, input);
+  const out: ComposedPld[] = [];
+  for (const [side, parts, win] of [
+    [0, a, windows[0]],
+    [1, b, windows[1]],
+  ] as const) {
+    const pmf = new Float64Array(n);
+    const lo = win.lo;
+    for (let j = 0; j < n; j++) {
+      const kk = lo + ((((j - lo) % n) + n) % n);
+      const v = spec[2 * j + side];
+      pmf[kk - lo] = v > 0 ? v : 0;
+    }
+    let logFinite = 0;
+    for (const p of parts) logFinite += p.count * Math.log1p(-Math.min(p.pld.infMass, 1));
+    const aliasMass = win.massAbove(lo + n - 1);
+    const infMass = Math.min(1, -Math.expm1(logFinite) + aliasMass);
+    out.push({ h, kLo: lo, pmf, infMass, aliasMass });
+  }
+  return [out[0], out[1]];
+}
+
+/** The smallest eps >= 0 with delta(eps) <= delta for a discrete PLD (exact for the discrete PLD). */
+export function epsilonForDelta(p: DiscretePld, delta: number): number {
+  if (p.infMass > delta) return Infinity;
+  const { pmf, h, kLo } = p;
+  const eh = Math.exp(-h);
+  // Scan down: A = mass strictly above the current point (plus infinity), B = sum p_k e^{eps - eps_k}.
+  let A = p.infMass;
+  let B = 0;
+  for (let i = pmf.length - 1; i >= 0; i--) {
+    // delta(eps_i) = A_i - B_i with A_i, B_i over atoms above i
+    if (A - B > delta) {
+      // the root lies in [eps_i, eps_{i+1}]: A - B e^{eps - eps_i} = delta
+      const eps = (kLo + i) * h + Math.log((A - delta) / B);
+      return Math.max(0, eps);
+    }
+    A += pmf[i];
+    B = (B + pmf[i]) * eh;
+  }
+  // below every atom: delta(eps) = A - B e^{eps - eps_{-1}}
+  if (A - B > delta && B > 0) return Math.max(0, (kLo - 1) * h + Math.log((A - delta) / B));
+  return 0;
+}
