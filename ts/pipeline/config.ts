@@ -71,8 +71,8 @@ export const PretrainSchema = z.object({
 }).strict();
 
 export const RewardSchema = z.object({
-  /** "classifier": a sentiment classifier trained non-privately on the public labeled set (positive-class logit). "lexicon": word lists, in TS. */
-  kind: z.enum(["classifier", "lexicon"]).default("classifier"),
+  /** "classifier": a sentiment classifier trained non-privately on the public labeled set; reward = positive-class logit. */
+  kind: z.enum(["classifier"]).default("classifier"),
   steps: posInt.default(300),
   batchSize: posInt.default(32),
   lr: posNum.default(1e-3),
@@ -196,6 +196,8 @@ export const ConfigSchema = z.object({
   seed: nonNegInt.default(0),
   /** Data directory holding imdb/; else --data-dir, DPALIGN_DATA_DIR or the defaults. */
   dataDir: z.string().optional(),
+  /** Sampled batches between checkpoints (and ledger entries) inside a training stage. */
+  checkpointEvery: posInt.default(25),
   /** Device for the worker ("" = the worker's default). */
   device: z.string().default(""),
   data: DataSchema.default({}),

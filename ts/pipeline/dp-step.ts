@@ -1,0 +1,99 @@
+/**
+ * DP bookkeeping shared by the DP stages: the DpSpec of a planned stage, a guard that stops the
+ * run before the executed mechanism could exceed the plan (DESIGN.md rule 5), a check of what
+ * the worker reports against what was asked, and the ledger entries (DESIGN.md rule 4) written
+ * at each checkpoint for the batches executed since the previous one.
+ */
+import type { DpSpec, TrainStepReply } from "../transport/messages.js";
+import { BudgetExceededError, DpalignError } from "../util/errors.js";
+import type { StagePlan } from "./plan.js";
+import type { RunDir } from "./run-dir.js";
+
+export interface LedgerEntry {
+  stage: string;
+  mechanism: "sampled_gaussian" | "non_private";
+  /** Poisson rate, noise multiplier per noisy step, accounted noise multiplier, clip norm. */
+  q: number;
+  sigma: number;
+  sigmaAccounted: number;
+  maxGradNorm: number;
+  /** T_PPO: noisy steps per sampled batch. */
+  reuse: number;
+  /** Sampled batches [fromBatch, toBatch) executed and kept. */
+  fromBatch: number;
+  toBatch: number;
+  datasetSize: number;
+  noiseMode: string;
+  noiseSeed?: string;
+  time: string;
+}
+
+export class DpStageGuard {
+  private executed: number;
+  private committed: number;
+  private noiseMode = "none";
+
+  constructor(readonly plan: StagePlan, private readonly run: RunDir, private readonly secureNoise: boolean, private readonly noiseSeed: bigint) {
+    const prior = run.readJsonl<LedgerEntry>("ledger.jsonl").filter((e) => e.stage === plan.stage);
+    this.committed = prior.reduce((m, e) => Math.max(m, e.toBatch), 0);
+    this.executed = this.committed;
+  }
+
+  /** Sampled batches already executed and kept (the resume point). */
+  get done(): number {
+    return this.executed;
+  }
+
+  dpSpec(step: number): DpSpec {
+    const p = this.plan;
+    if (!p.dp) return { enabled: false, noiseMultiplier: 0, maxGradNorm: p.maxGradNorm, expectedBatchSize: p.batchSize, secureNoise: false };
+    return {
+      enabled: true, noiseMultiplier: p.sigma, maxGradNorm: p.maxGradNorm, expectedBatchSize: p.q * p.datasetSize,
+      secureNoise: this.secureNoise, ...(this.secureNoise ? {} : { noiseSeed: Number(BigInt.asUintN(52, this.noiseSeed + BigInt(step))) }),
+    };
+  }
+
+  /** Called before a sampled batch runs: refuses any batch beyond the planned mechanism. */
+  beforeBatch(): void {
+    if (this.executed + 1 > this.plan.sampledBatches) {
+      throw new BudgetExceededError(
+        `${this.plan.stage}: batch ${this.executed + 1} would exceed the ${this.plan.sampledBatches} sampled batches calibrated for epsilon ${this.plan.epsilonTarget}; the run stops here`,
+      );
+    }
+  }
+
+  /** Checks a step's report against the plan. */
+  checkReply(r: TrainStepReply, examples: number): void {
+    const p = this.plan;
+    if (r.examples !== examples) throw new DpalignError("MECHANISM_MISMATCH", `${p.stage}: the worker trained on ${r.examples} examples, ${examples} were sampled`);
+    if (!p.dp) return;
+    const close = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+    if (!r.dp || !close(r.noiseMultiplier, p.sigma) || !close(r.maxGradNorm, p.maxGradNorm)) {
+      throw new BudgetExceededError(
+        `${p.stage}: the worker ran (dp ${r.dp}, sigma ${r.noiseMultiplier}, C ${r.maxGradNorm}) but the plan is (sigma ${p.sigma}, C ${p.maxGradNorm}); the run stops`,
+      );
+    }
+    this.noiseMode = r.noiseMode;
+  }
+
+  afterBatch(): void {
+    this.executed++;
+  }
+
+  /** Appends the ledger entry for the batches executed since the last commit (call after a checkpoint). */
+  commit(): void {
+    if (this.executed === this.committed) return;
+    const p = this.plan;
+    const entry: LedgerEntry = {
+      stage: p.stage, mechanism: p.dp ? "sampled_gaussian" : "non_private", q: p.q, sigma: p.sigma, sigmaAccounted: p.sigmaEffective,
+      maxGradNorm: p.maxGradNorm, reuse: p.reuse, fromBatch: this.committed, toBatch: this.executed, datasetSize: p.datasetSize,
+      noiseMode: p.dp ? (this.secureNoise ? "secure" : "seeded") : "none", time: new Date().toISOString(),
+    };
+    if (p.dp && !this.secureNoise) entry.noiseSeed = this.noiseSeed.toString();
+    if (p.dp && this.noiseMode !== "none" && this.noiseMode !== entry.noiseMode) {
+      throw new DpalignError("MECHANISM_MISMATCH", `${p.stage}: the worker reports noise mode ${this.noiseMode}, ${entry.noiseMode} was asked`);
+    }
+    this.run.appendJsonl("ledger.jsonl", entry);
+    this.committed = this.executed;
+  }
+}

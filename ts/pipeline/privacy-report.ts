@@ -1,0 +1,53 @@
+/**
+ * The final privacy report, recomputed from the ledger (what ran), per stage and composed.
+ * D1 and D3 are disjoint, so the stages compose in parallel: the pipeline's epsilon is the
+ * largest stage epsilon at the common delta (PAPER.md, DESIGN.md rule 4).
+ */
+import { BudgetExceededError } from "../util/errors.js";
+import type { LedgerEntry } from "./dp-step.js";
+import type { Calibrator, RunPlan } from "./plan.js";
+
+export interface StagePrivacy {
+  stage: string;
+  dp: boolean;
+  q: number;
+  sigma: number;
+  sigmaAccounted: number;
+  maxGradNorm: number;
+  reuse: number;
+  batchesExecuted: number;
+  batchesPlanned: number;
+  epsilon: number;
+  delta: number;
+  noiseMode: string;
+}
+
+export interface PrivacyReport {
+  accountant: string;
+  target: { epsilon: number; delta: number };
+  stages: StagePrivacy[];
+  composed: { epsilon: number; delta: number; rule: string };
+}
+
+export function privacyReport(plan: RunPlan, ledger: readonly LedgerEntry[], cal: Calibrator): PrivacyReport {
+  const stages: StagePrivacy[] = [];
+  for (const sp of [plan.sft, plan.ppo]) {
+    const entries = ledger.filter((e) => e.stage === sp.stage);
+    const batches = entries.reduce((a, e) => a + (e.toBatch - e.fromBatch), 0);
+    const eps = !sp.dp ? Infinity : batches === 0 ? 0 : cal.epsilon({ q: sp.q, steps: batches, sigma: sp.sigmaEffective, delta: plan.delta, accountant: plan.accountant });
+    if (sp.dp && eps > sp.epsilonTarget * (1 + 1e-6)) {
+      throw new BudgetExceededError(`${sp.stage}: executed mechanism has epsilon ${eps} > target ${sp.epsilonTarget}`);
+    }
+    stages.push({
+      stage: sp.stage, dp: sp.dp, q: sp.q, sigma: sp.sigma, sigmaAccounted: sp.sigmaEffective, maxGradNorm: sp.maxGradNorm, reuse: sp.reuse,
+      batchesExecuted: batches, batchesPlanned: sp.sampledBatches, epsilon: eps, delta: plan.delta,
+      noiseMode: entries.at(-1)?.noiseMode ?? (sp.dp ? "-" : "none"),
+    });
+  }
+  return {
+    accountant: plan.accountant,
+    target: { epsilon: plan.epsilon, delta: plan.delta },
+    stages,
+    composed: { epsilon: Math.max(...stages.map((s) => s.epsilon)), delta: plan.delta, rule: plan.composed.rule },
+  };
+}

@@ -1,0 +1,41 @@
+/** report.md of one run: plan, privacy, public reward, evaluation and samples. */
+import { writeFileSync } from "node:fs";
+import type { Config } from "./config.js";
+import type { RunDir } from "./run-dir.js";
+import type { RunSummary } from "./run.js";
+import { formatPlan } from "./plan.js";
+
+const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : x === Infinity ? "inf" : "-");
+
+export function renderReport(cfg: Config, s: RunSummary): string {
+  const L: string[] = [];
+  L.push(`# dpalign run: ${cfg.name} (epsilon ${f(cfg.privacy.epsilon, 2)}, seed ${cfg.seed})`, "");
+  L.push("Scenario 1 (PAPER.md): IMDb positive continuations with a public sentiment-classifier reward.", "");
+  L.push("## Evaluation (mean reward of completions of held-out prompts, 95% CI over prompts)", "");
+  L.push("| model | mean reward | 95% CI | prompts |", "|---|---|---|---|");
+  for (const e of s.evals) L.push(`| ${e.model === "pretrained" ? "pretrained (eps = 0)" : e.model} | ${f(e.meanReward)} | +- ${f(e.ci95)} | ${e.n} |`);
+  L.push("", "## Privacy", "");
+  L.push(`Target (epsilon, delta) = (${f(s.privacy.target.epsilon, 2)}, ${s.privacy.target.delta.toExponential(3)}), accountant ${s.privacy.accountant}.`, "");
+  L.push("| stage | q | sigma (per step) | sigma accounted | C | T_reuse | batches run / planned | epsilon | noise |", "|---|---|---|---|---|---|---|---|---|");
+  for (const st of s.privacy.stages) {
+    L.push(`| ${st.stage} | ${f(st.q, 4)} | ${f(st.sigma)} | ${f(st.sigmaAccounted)} | ${st.maxGradNorm} | ${st.reuse} | ${st.batchesExecuted} / ${st.batchesPlanned} | ${f(st.epsilon)} | ${st.noiseMode} |`);
+  }
+  L.push("", `Composed: epsilon ${f(s.privacy.composed.epsilon)}, delta ${s.privacy.composed.delta.toExponential(3)} (${s.privacy.composed.rule}).`);
+  if (s.plan.deltaIsDefault) L.push("", "Note: delta = 1/|D| as in the paper; smaller is safer.");
+  L.push("", "## Plan", "", "```", formatPlan(s.plan), "```", "");
+  L.push("## Public models", "");
+  L.push(`- Pretrained tiny model: ${cfg.model.tiny.nLayer} layers, n_embd ${cfg.model.tiny.nEmbd}, vocab ${cfg.model.tiny.vocabSize}; ${cfg.pretrain.steps} steps on ${s.plan.sizes.publicCorpus} public unsup reviews; final loss ${f(s.pretrain.finalLoss)}${s.pretrain.reused ? " (cached)" : ""}.`);
+  L.push(`- Reward classifier: accuracy ${(100 * s.reward.heldOutAccuracy).toFixed(1)}% on ${s.reward.heldOutSize} held-out public reviews (trained on ${s.reward.trainSize})${s.reward.reused ? " (cached)" : ""}.`);
+  L.push("", "## Wall time", "", `Total ${f(s.wallS, 0)} s; by stage (this invocation): ${Object.entries(s.stageWallS).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(", ")}.`);
+  L.push("", "## Samples (prefix -> completion, reward)", "");
+  for (const e of s.evals) {
+    L.push(`### ${e.model}`, "");
+    for (const sm of e.samples.slice(0, 5)) L.push(`- ${JSON.stringify(sm.prefix)} -> ${JSON.stringify(sm.completion)} (${f(sm.reward, 2)})`);
+    L.push("");
+  }
+  return L.join("\n");
+}
+
+export function writeReport(run: RunDir, cfg: Config, s: RunSummary): void {
+  writeFileSync(run.path("report.md"), renderReport(cfg, s));
+}

@@ -1,0 +1,161 @@
+/**
+ * One run of Scenario 1: data roles -> plan (sigma per stage) -> pretrain (cached) -> public
+ * reward classifier (cached) -> DP-SFT on D1 -> DP-PPO on D3 -> evaluation -> privacy report and
+ * report.md. Every stage writes a completion marker; a re-run of the same run directory skips
+ * completed stages and resumes an interrupted one from its last checkpoint.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { WorkerClient } from "../transport/client.js";
+import { WorkerApi } from "../worker/api.js";
+import { SeededRng } from "../util/rng.js";
+import { ConfigError } from "../util/errors.js";
+import { projectRoot } from "../util/python.js";
+import type { Config } from "./config.js";
+import { resolveDataDir } from "./data/dir.js";
+import { assignRoles, describeRoles, loadImdb, roleIds, type ImdbSources } from "./data/roles.js";
+import { cleanReview } from "./data/jsonl.js";
+import { planRun, formatPlan, type RunPlan } from "./plan.js";
+import { accountantCalibrator } from "./privacy.js";
+import { RunDir } from "./run-dir.js";
+import { silentProgress, type Progress } from "./progress.js";
+import type { BaseModel, PipelineContext } from "./context.js";
+import { pretrain, type PretrainResult } from "./stages/pretrain.js";
+import { trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResult } from "./stages/reward.js";
+import { runSft, type SftResult } from "./stages/sft.js";
+import { runPpo, type PpoResult } from "./stages/ppo.js";
+import { evaluateModel, type ModelEval } from "./stages/evaluate.js";
+import type { StageHooks } from "./stages/common.js";
+import { cutPrompts, tokenizeRows } from "./tokens.js";
+import { privacyReport, type PrivacyReport } from "./privacy-report.js";
+import type { LedgerEntry } from "./dp-step.js";
+import { writeReport } from "./report.js";
+
+export const DEFAULT_CACHE_DIR = join(projectRoot, ".dpalign-cache");
+
+export interface RunOptions {
+  cfg: Config;
+  runDir: string;
+  dataDir?: string;
+  cacheDir?: string;
+  progress?: Progress;
+  /** An existing worker (tests, sweeps); otherwise one is spawned and closed. */
+  api?: WorkerApi;
+  hooks?: StageHooks;
+  /** Already-loaded data (sweeps load it once). */
+  data?: ImdbSources;
+}
+
+export interface RunSummary {
+  runDir: string;
+  plan: RunPlan;
+  pretrain: PretrainResult;
+  reward: RewardResult;
+  sft: SftResult;
+  ppo: PpoResult;
+  evals: ModelEval[];
+  privacy: PrivacyReport;
+  wallS: number;
+  stageWallS: Record<string, number>;
+}
+
+export function defaultRunDir(cfg: Config): string {
+  const eps = Number.isFinite(cfg.privacy.epsilon) ? String(cfg.privacy.epsilon) : "inf";
+  return join(projectRoot, "runs", `${cfg.name}-eps${eps}-seed${cfg.seed}`);
+}
+
+/** Refuses to reuse a run directory made with another config (a resumed run must be the same run). */
+function claimRunDir(run: RunDir, cfg: Config): void {
+  const prev = run.readJson<Config>("config.json");
+  if (prev && JSON.stringify(prev) !== JSON.stringify(JSON.parse(JSON.stringify(cfg, (_k, v) => (v === Infinity ? "inf" : v)), (_k, v) => (v === "inf" ? Infinity : v)))) {
+    throw new ConfigError(`${run.dir} holds a run with a different config; pass another --run-dir or delete it`);
+  }
+  run.writeJson("config.json", cfg);
+}
+
+export async function loadData(cfg: Config, dataDir?: string): Promise<{ data: ImdbSources; dir: string }> {
+  const { dir } = resolveDataDir({ flag: dataDir ?? cfg.dataDir });
+  return { data: await loadImdb(dir), dir };
+}
+
+export async function runPipeline(o: RunOptions): Promise<RunSummary> {
+  const t0 = Date.now();
+  const { cfg } = o;
+  const progress = o.progress ?? silentProgress;
+  const cacheDir = o.cacheDir ?? DEFAULT_CACHE_DIR;
+  const run = new RunDir(o.runDir);
+  claimRunDir(run, cfg);
+  const dp = Number.isFinite(cfg.privacy.epsilon);
+  const data = o.data ?? (await loadData(cfg, o.dataDir)).data;
+  const roles = assignRoles(data, cfg.data, cfg.seed, dp);
+  const plan = planRun(cfg, accountantCalibrator, { train: data.train.length, test: data.test.length, unsup: data.unsup.length });
+  run.writeJson("plan.json", plan);
+  run.writeJson("roles.json", { ...describeRoles(roles), ids: roleIds(roles) });
+  progress.log(formatPlan(plan));
+
+  let client: WorkerClient | undefined;
+  const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn({ onStderr: (l) => run.appendJsonl("worker-stderr.jsonl", l) })));
+  const stageWallS: Record<string, number> = {};
+  try {
+    let s = Date.now();
+    const pre = await pretrain(api, cfg, roles.publicCorpus, cacheDir, progress);
+    stageWallS.pretrain = (Date.now() - s) / 1000;
+    run.writeJson("stages/pretrain.json", pre);
+    progress.log(`pretrain: ${pre.reused ? "reused cached model" : `trained in ${pre.wallS.toFixed(0)} s`} (${pre.key}, loss ${pre.finalLoss.toFixed(3)})`);
+    const base: BaseModel = { tokenizerDir: pre.tokenizerDir, checkpoint: pre.checkpoint, padId: pre.padId, eosId: pre.eosId };
+
+    s = Date.now();
+    const rm = await trainRewardClassifier(api, cfg, base, roles.classifierTrain, roles.classifierHeldOut, cacheDir, progress);
+    stageWallS.reward = (Date.now() - s) / 1000;
+    run.writeJson("stages/reward.json", rm);
+    progress.log(`reward classifier: held-out accuracy ${(100 * rm.heldOutAccuracy).toFixed(1)}% on ${rm.heldOutSize} public reviews${rm.reused ? " (cached)" : ""}`);
+    await loadRewardModel(api, cfg, base, rm);
+
+    const ctx: PipelineContext = { api, cfg, plan, run, progress, rng: new SeededRng(`run/${cfg.seed}`), roles, cacheDir, base };
+    const ppoCfg = cfg.ppo;
+    let sft = run.stageResult<SftResult>("sft");
+    if (!sft) {
+      s = Date.now();
+      const d1Rows = (await tokenizeRows(api, REWARD_HANDLE, roles.d1.map((r) => cleanReview(r.text)), cfg.sft.maxTokens)).filter((r) => r.length >= 2);
+      sft = await runSft(ctx, d1Rows, o.hooks);
+      stageWallS.sft = (Date.now() - s) / 1000;
+      run.markDone("sft", sft);
+    }
+    let ppo = run.stageResult<PpoResult>("ppo");
+    if (!ppo) {
+      s = Date.now();
+      const d3Rows = await tokenizeRows(api, REWARD_HANDLE, roles.d3.map((r) => cleanReview(r.text)), ppoCfg.promptTokens[1]);
+      const d3Prompts = cutPrompts(d3Rows, ppoCfg.promptTokens, ctx.rng.fork("prompt-lengths")).filter((r) => r.length >= 1);
+      ppo = await runPpo(ctx, d3Prompts, sft.checkpoint, o.hooks);
+      stageWallS.ppo = (Date.now() - s) / 1000;
+      run.markDone("ppo", ppo);
+    }
+    let evals = run.stageResult<{ evals: ModelEval[] }>("evaluate")?.evals;
+    if (!evals) {
+      s = Date.now();
+      const evRows = await tokenizeRows(api, REWARD_HANDLE, roles.evalPrompts.map((r) => cleanReview(r.text)), cfg.eval.promptTokens[1]);
+      const prompts = cutPrompts(evRows, cfg.eval.promptTokens, new SeededRng(`eval-prompts/${cfg.seed}`)).filter((r) => r.length >= 1);
+      evals = [];
+      for (const [name, ckpt] of [["pretrained", base.checkpoint], ["sft", sft.checkpoint], ["aligned", ppo.checkpoint]] as const) {
+        progress.log(`evaluate: ${name} on ${prompts.length} held-out prompts`);
+        const ev = await evaluateModel(ctx, name, ckpt, prompts);
+        for (const sm of ev.samples) run.appendJsonl("samples.jsonl", { model: name, ...sm });
+        evals.push(ev);
+      }
+      stageWallS.evaluate = (Date.now() - s) / 1000;
+      run.markDone("evaluate", { evals });
+    }
+    const privacy = privacyReport(plan, run.readJsonl<LedgerEntry>("ledger.jsonl"), accountantCalibrator);
+    run.writeJson("privacy.json", privacy);
+    const summary: RunSummary = { runDir: run.dir, plan, pretrain: pre, reward: rm, sft, ppo, evals, privacy, wallS: (Date.now() - t0) / 1000, stageWallS };
+    run.writeJson("summary.json", { ...summary, plan: undefined });
+    writeReport(run, cfg, summary);
+    return summary;
+  } finally {
+    await client?.close();
+  }
+}
+
+export function isComplete(runDir: string): boolean {
+  return existsSync(join(runDir, "summary.json"));
+}

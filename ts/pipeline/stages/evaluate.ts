@@ -1,0 +1,56 @@
+/**
+ * Evaluation: completions of the held-out prompts by the pretrained model (eps = 0), the SFT
+ * model and the aligned policy, scored by the public reward; mean reward with a 95% CI over
+ * prompts, and samples prefix -> completion. Same prompts, lengths and sampling seed for every model.
+ */
+import type { PipelineContext } from "../context.js";
+import { modelSpec } from "../context.js";
+import { scoreTexts, REWARD_HANDLE } from "./reward.js";
+import { generateRows } from "./rollout.js";
+import { idsBatch } from "../tokens.js";
+
+export interface ModelEval {
+  model: string;
+  meanReward: number;
+  ci95: number;
+  n: number;
+  samples: { prefix: string; completion: string; reward: number }[];
+}
+
+export function meanCi(xs: readonly number[]): { mean: number; ci95: number } {
+  const n = xs.length;
+  if (n === 0) return { mean: NaN, ci95: NaN };
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  if (n < 2) return { mean, ci95: NaN };
+  const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1));
+  return { mean, ci95: (tQuantile975(n - 1) * sd) / Math.sqrt(n) };
+}
+
+/** Two-sided 95% Student-t quantile (table for small df, normal beyond). */
+export function tQuantile975(df: number): number {
+  const table = [NaN, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11, 2.101, 2.093, 2.086];
+  if (df < table.length) return table[df];
+  if (df < 30) return 2.05;
+  if (df < 60) return 2.01;
+  if (df < 120) return 1.99;
+  return 1.96;
+}
+
+export async function evaluateModel(ctx: PipelineContext, name: string, checkpoint: string, prompts: number[][]): Promise<ModelEval> {
+  const { api, cfg, base } = ctx;
+  const handle = `eval-${name}`;
+  await api.loadModel({ handle, spec: modelSpec(cfg, base, { initCheckpoint: checkpoint }) });
+  const ev = cfg.eval;
+  const g = await generateRows(api, handle, prompts, base.padId, {
+    maxNewTokens: ev.maxNewTokens, minNewTokens: ev.maxNewTokens, temperature: ev.temperature, topK: 0, seed: 12345 + cfg.seed, values: false,
+  });
+  const rewards = await scoreTexts(api, REWARD_HANDLE, prompts.map((p, i) => [...p, ...g.responses[i]]), base.padId);
+  const k = Math.min(ev.samples, prompts.length);
+  const prefixes = k ? (await api.decode({ handle, batch: idsBatch(prompts.slice(0, k), base.padId) })).texts : [];
+  await api.unloadModel(handle);
+  const { mean, ci95 } = meanCi(rewards);
+  return {
+    model: name, meanReward: mean, ci95, n: rewards.length,
+    samples: prefixes.map((prefix, i) => ({ prefix, completion: g.texts[i], reward: rewards[i] })),
+  };
+}

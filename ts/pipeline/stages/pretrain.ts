@@ -1,0 +1,80 @@
+/**
+ * Non-private pre-training of the built-in tiny model and its tokenizer on the public corpus
+ * (unsup). Cached under .dpalign-cache/pretrain/<hash of config and data>, so later runs reuse it.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { WorkerApi } from "../../worker/api.js";
+import { SeededRng } from "../../util/rng.js";
+import type { Config } from "../config.js";
+import { cleanReview, type ImdbRecord } from "../data/jsonl.js";
+import { adamw, lrAt, modelSpec, type BaseModel } from "../context.js";
+import { lmBatch, tokenizeRows } from "../tokens.js";
+import type { Progress } from "../progress.js";
+
+export interface PretrainResult extends BaseModel {
+  key: string;
+  dir: string;
+  finalLoss: number;
+  wallS: number;
+  reused: boolean;
+}
+
+export function pretrainKey(cfg: Config, corpus: readonly ImdbRecord[]): string {
+  const ids = createHash("sha256").update(corpus.map((r) => r.id).join("\n")).digest("hex");
+  const desc = JSON.stringify({ v: 1, tiny: cfg.model.tiny, pretrain: cfg.pretrain, seed: cfg.seed, ids });
+  return createHash("sha256").update(desc).digest("hex").slice(0, 16);
+}
+
+export async function pretrain(api: WorkerApi, cfg: Config, corpus: readonly ImdbRecord[], cacheDir: string, progress: Progress): Promise<PretrainResult> {
+  const key = pretrainKey(cfg, corpus);
+  const dir = join(cacheDir, "pretrain", key);
+  const doneFile = join(dir, "done.json");
+  if (existsSync(doneFile)) return { ...(JSON.parse(readFileSync(doneFile, "utf8")) as PretrainResult), reused: true };
+  const t0 = Date.now();
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const p = cfg.pretrain;
+  const texts = corpus.map((r) => cleanReview(r.text));
+  const tokenizerDir = join(dir, "tokenizer");
+  progress.log(`pretrain: training a ${cfg.model.tiny.vocabSize}-token tokenizer on ${Math.min(p.tokenizerDocs, texts.length)} public reviews`);
+  await api.trainTokenizer({ texts: texts.slice(0, p.tokenizerDocs), vocabSize: cfg.model.tiny.vocabSize, outDir: tokenizerDir });
+  const handle = "pretrain";
+  const info = await api.loadModel({
+    handle,
+    spec: modelSpec(cfg, { tokenizerDir, checkpoint: "" }, { trainBase: true, lora: false }),
+    optimizer: adamw(p.weightDecay),
+  });
+  const rows = (await tokenizeRows(api, handle, texts, p.seqLen)).filter((r) => r.length >= 2);
+  const rng = new SeededRng(`pretrain/${cfg.seed}`);
+  progress.start("pretrain", p.steps);
+  let loss = NaN;
+  let ema = NaN;
+  let order = rng.shuffle(rows.map((_, i) => i));
+  let cursor = 0;
+  for (let t = 0; t < p.steps; t++) {
+    if (cursor + p.batchSize > order.length) {
+      order = rng.shuffle(order);
+      cursor = 0;
+    }
+    const batch = order.slice(cursor, (cursor += p.batchSize)).map((i) => rows[i]);
+    const r = await api.trainStep({
+      handle, loss: "causal_lm", batch: lmBatch(batch, info.padTokenId), lr: lrAt("cosine", p.lr, t, p.steps),
+      dp: { enabled: false, noiseMultiplier: 0, maxGradNorm: 1, expectedBatchSize: batch.length, secureNoise: false },
+    });
+    loss = r.loss;
+    ema = Number.isNaN(ema) ? loss : 0.95 * ema + 0.05 * loss;
+    progress.update(t + 1, `loss ${ema.toFixed(3)}`);
+  }
+  progress.stop();
+  const checkpoint = join(dir, "checkpoint");
+  await api.saveCheckpoint({ handle, dir: checkpoint, metadata: { stage: "pretrain", key } });
+  await api.unloadModel(handle);
+  const result: PretrainResult = {
+    key, dir, tokenizerDir, checkpoint, padId: info.padTokenId, eosId: info.eosTokenId,
+    finalLoss: ema, wallS: (Date.now() - t0) / 1000, reused: false,
+  };
+  writeFileSync(doneFile, JSON.stringify(result, null, 2));
+  return result;
+}
