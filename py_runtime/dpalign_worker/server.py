@@ -25,6 +25,11 @@ from . import __version__
 from .errors import WorkerError
 from .protocol import worker_pb2 as pb
 from .registry import HANDLERS, WorkerContext
+from .security import CurveConfig, enable_curve_server, is_loopback_endpoint
+
+
+class InsecureEndpointError(RuntimeError):
+    pass
 
 log = logging.getLogger("dpalign_worker")
 
@@ -35,9 +40,17 @@ INLINE_METHODS = frozenset({"handshake", "ping", "shutdown"})
 
 
 class WorkerServer:
-    def __init__(self, endpoint: str, *, threads: int = 4, parent_pid: int | None = None, context: WorkerContext | None = None) -> None:
+    def __init__(
+        self, endpoint: str, *, threads: int = 4, parent_pid: int | None = None,
+        context: WorkerContext | None = None, curve: CurveConfig | None = None,
+    ) -> None:
         from . import handlers  # noqa: F401  registers every handler
 
+        if curve is None and not is_loopback_endpoint(endpoint):
+            raise InsecureEndpointError(
+                f"refusing to serve {endpoint} without CurveZMQ: a worker reachable from other machines must "
+                "authenticate its control plane. Create keys with `dpalign worker keygen --out DIR` and pass --keys DIR"
+            )
         self.endpoint = endpoint
         self.parent_pid = parent_pid
         self.ctx = context or WorkerContext()
@@ -45,6 +58,7 @@ class WorkerServer:
         self.router = self.zmq.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 500)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self._auth = enable_curve_server(self.zmq, self.router, curve) if curve is not None else None
         self.router.bind(endpoint)
         self.results_addr = f"inproc://dpalign-results-{id(self)}"
         self.results = self.zmq.socket(zmq.PULL)
@@ -218,6 +232,8 @@ class WorkerServer:
                 s.close(0)
         self.results.close(0)
         self.router.close(500)
+        if self._auth is not None:
+            self._auth.stop()
 
 
 def _die_with_parent() -> None:
@@ -234,12 +250,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def run(endpoint: str, *, threads: int, parent_pid: int | None, on_ready: Callable[[], None] | None = None) -> int:
+def run(
+    endpoint: str, *, threads: int, parent_pid: int | None, curve: CurveConfig | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
     if parent_pid is not None:
         _die_with_parent()
         if os.getppid() != parent_pid:
             return 0
-    server = WorkerServer(endpoint, threads=threads, parent_pid=parent_pid)
+    server = WorkerServer(endpoint, threads=threads, parent_pid=parent_pid, curve=curve)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
     if on_ready:
         on_ready()

@@ -15,6 +15,7 @@ import * as zmq from "zeromq";
 import { projectRoot, resolvePython } from "../util/python.js";
 import type { CallOptions, RpcCaller } from "../worker/api.js";
 import { decodeReply, encodeRequest, PROTOCOL_VERSION } from "./codec.js";
+import { loadClientKeys, type CurveClientKeys } from "./curve.js";
 import { freshIpcEndpoint, ipcPath } from "./endpoint.js";
 import {
   ProtocolMismatchError,
@@ -47,6 +48,10 @@ export interface WorkerClientOptions {
   env?: Record<string, string>;
   /** Receives each line the worker writes to stderr (default: kept in a ring buffer only). */
   onStderr?: (line: string) => void;
+  /** CurveZMQ keys for a worker that requires them (non-loopback tcp://); see transport/curve.ts. */
+  curve?: CurveClientKeys;
+  /** A keygen directory: a spawned worker gets `--keys DIR`, and the client its keys from there. */
+  keysDir?: string;
   /** Protocol version announced at handshake; only tests of version checks set it. */
   protocolVersion?: number;
 }
@@ -78,16 +83,21 @@ export class WorkerClient implements RpcCaller {
     this._endpoint = endpoint;
   }
 
-  /** Spawns `python -m dpalign_worker` and completes the handshake. */
+  /**
+   * Spawns `python -m dpalign_worker` and completes the handshake. With `keysDir` the worker is
+   * started with CurveZMQ keys from that directory (required for non-loopback tcp://).
+   */
   static async spawn(opts: WorkerClientOptions = {}): Promise<WorkerClient> {
-    const client = new WorkerClient(opts, opts.endpoint ?? freshIpcEndpoint(), true);
+    const withKeys = opts.keysDir && !opts.curve ? { ...opts, curve: loadClientKeys(opts.keysDir) } : opts;
+    const client = new WorkerClient(withKeys, opts.endpoint ?? freshIpcEndpoint(), true);
     await client.start();
     return client;
   }
 
   /** Connects to a worker already listening at `endpoint` (e.g. one started by `dpalign worker`). */
   static async connect(endpoint: string, opts: WorkerClientOptions = {}): Promise<WorkerClient> {
-    const client = new WorkerClient(opts, endpoint, false);
+    const withKeys = opts.keysDir && !opts.curve ? { ...opts, curve: loadClientKeys(opts.keysDir) } : opts;
+    const client = new WorkerClient(withKeys, endpoint, false);
     await client.start();
     return client;
   }
@@ -162,6 +172,11 @@ export class WorkerClient implements RpcCaller {
     this._state = "starting";
     this.stderrTail = [];
     const socket = new zmq.Dealer({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
+    if (this.opts.curve) {
+      socket.curveServerKey = this.opts.curve.serverPublicKey;
+      socket.curvePublicKey = this.opts.curve.publicKey;
+      socket.curveSecretKey = this.opts.curve.secretKey;
+    }
     this.socket = socket;
     let startFailure: ((e: Error) => void) | undefined;
     const failedToStart = new Promise<never>((_, reject) => (startFailure = reject));
@@ -185,7 +200,8 @@ export class WorkerClient implements RpcCaller {
       this._state = "closed";
       if (e instanceof WorkerRequestError && e.workerCode === "PROTOCOL_MISMATCH") throw new ProtocolMismatchError(e.message.replace(/^worker handshake: /, ""));
       if (e instanceof RequestTimeoutError) {
-        throw new WorkerStartError(`no handshake from the worker at ${this._endpoint} within ${startTimeout} ms${this.stderrHint()}`);
+        const keysHint = this.opts.curve ? " (if the worker uses CurveZMQ, check that its authorized_keys lists this client's key and worker.pub matches)" : "";
+        throw new WorkerStartError(`no handshake from the worker at ${this._endpoint} within ${startTimeout} ms${keysHint}${this.stderrHint()}`);
       }
       throw e;
     }
@@ -205,6 +221,7 @@ export class WorkerClient implements RpcCaller {
     const python = this.opts.python ?? resolvePython();
     const pyPath = [join(projectRoot, "py_runtime"), process.env.PYTHONPATH].filter(Boolean).join(":");
     const args = ["-m", "dpalign_worker", "--endpoint", this._endpoint, "--parent-pid", String(process.pid), "--threads", String(this.opts.threads ?? 4)];
+    if (this.opts.keysDir) args.push("--keys", this.opts.keysDir);
     const child = spawn(python, args, {
       stdio: ["ignore", "ignore", "pipe"],
       env: { ...process.env, PYTHONPATH: pyPath, PYTHONUNBUFFERED: "1", ...this.opts.env },

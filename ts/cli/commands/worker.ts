@@ -3,21 +3,38 @@ import { join } from "node:path";
 import type { Argv } from "yargs";
 import { InvalidArgumentError } from "../../util/errors.js";
 import { projectRoot, resolvePython } from "../../util/python.js";
+import { keygen } from "../../transport/curve.js";
 
 export function register(cli: Argv): Argv {
   return cli.command(
-    "worker",
-    "Start a worker by hand (to connect a control plane to it later, e.g. on another machine)",
+    "worker [action]",
+    "Start a worker by hand (to connect a control plane to it later, e.g. on another machine), or create CurveZMQ keys for one",
     (y) =>
       y
-        .option("endpoint", { type: "string", demandOption: true, describe: "address to bind: ipc:///path.sock or tcp://host:port" })
+        .positional("action", { choices: ["serve", "keygen"] as const, default: "serve", describe: "serve: start a worker; keygen: write key files to --out" })
+        .option("endpoint", { type: "string", describe: "address to bind: ipc:///path.sock or tcp://host:port" })
+        .option("keys", { type: "string", describe: "CurveZMQ key directory from `dpalign worker keygen` (required for non-loopback tcp)" })
+        .option("out", { type: "string", describe: "keygen: directory to write the key files to" })
         .option("threads", { type: "number", default: 4, describe: "requests executed concurrently" })
         .option("torch-threads", { type: "number", default: 0, describe: "torch intra-op threads (0: torch's default)" }),
     async (args) => {
+      if (args.action === "keygen") {
+        if (!args.out) throw new InvalidArgumentError("--out", "keygen needs a directory to write the keys to");
+        const { dir } = keygen(args.out);
+        process.stdout.write(
+          `wrote CurveZMQ keys to ${dir}:\n` +
+            "  worker.key, authorized_keys  stay with the worker:     dpalign worker --endpoint tcp://0.0.0.0:5555 --keys DIR\n" +
+            "  worker.pub, client.key       go to the control plane:  WorkerClient.connect(endpoint, { keysDir: DIR })\n",
+        );
+        return;
+      }
+      if (!args.endpoint) throw new InvalidArgumentError("--endpoint", "give the address to bind, e.g. ipc:///tmp/dpalign.sock or tcp://0.0.0.0:5555");
       if (!/^(ipc|tcp):\/\/.+/.test(args.endpoint)) throw new InvalidArgumentError("--endpoint", `${JSON.stringify(args.endpoint)} is not an ipc:// or tcp:// address`);
       if (!Number.isInteger(args.threads) || args.threads < 1) throw new InvalidArgumentError("--threads", "must be a positive integer");
       const python = resolvePython();
-      const child = spawn(python, ["-m", "dpalign_worker", "--endpoint", args.endpoint, "--threads", String(args.threads), "--torch-threads", String(args.torchThreads)], {
+      const pyArgs = ["-m", "dpalign_worker", "--endpoint", args.endpoint, "--threads", String(args.threads), "--torch-threads", String(args.torchThreads)];
+      if (args.keys) pyArgs.push("--keys", args.keys);
+      const child = spawn(python, pyArgs, {
         stdio: "inherit",
         env: { ...process.env, PYTHONPATH: [join(projectRoot, "py_runtime"), process.env.PYTHONPATH].filter(Boolean).join(":") },
       });
