@@ -152,7 +152,8 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     writeReport(run, cfg, summary);
     return summary;
   } finally {
-    await client?.close();
+    if (client) await client.close();
+    else await api.unloadModel(REWARD_HANDLE).catch(() => undefined);
   }
 }
 

@@ -1,6 +1,11 @@
 import type { Argv } from "yargs";
 import { register as doctor } from "./doctor.js";
 import { register as worker } from "./worker.js";
+import { register as run } from "./run.js";
+import { register as demo } from "./demo.js";
+import { register as sweep } from "./sweep.js";
+import { register as pretrain } from "./pretrain.js";
+import { register as data } from "./data.js";
 
 /**
  * Every CLI command is a module in this folder exporting `register(cli)`; it is listed here once.
@@ -8,4 +13,4 @@ import { register as worker } from "./worker.js";
  */
 export type CommandRegistrar = (cli: Argv) => Argv;
 
-export const commands: CommandRegistrar[] = [doctor, worker];
+export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data];

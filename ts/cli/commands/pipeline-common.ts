@@ -1,0 +1,33 @@
+/** Helpers shared by the pipeline commands (run, demo, sweep, pretrain): config loading with overrides. */
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { deepMerge, loadConfigFile, parseConfig, type Config } from "../../pipeline/config.js";
+import { ConfigError } from "../../util/errors.js";
+import { projectRoot } from "../../util/python.js";
+
+/** Applies `--set a.b=value` overrides (values parsed as YAML scalars) and re-validates. */
+export function applyOverrides(cfg: Config, sets: readonly string[], where: string): Config {
+  if (sets.length === 0) return cfg;
+  let raw: unknown = JSON.parse(JSON.stringify(cfg, (_k, v) => (v === Infinity ? "inf" : v)));
+  for (const s of sets) {
+    const eq = s.indexOf("=");
+    if (eq <= 0) throw new ConfigError(`--set ${s}: expected field.path=value`);
+    const path = s.slice(0, eq).split(".");
+    let value: unknown = parseYaml(s.slice(eq + 1));
+    for (let i = path.length - 1; i >= 0; i--) value = { [path[i]]: value };
+    raw = deepMerge(raw, value);
+  }
+  return parseConfig(raw, `${where} with --set`);
+}
+
+export function loadWithOverrides(file: string, sets: readonly string[] = []): Config {
+  return applyOverrides(loadConfigFile(file), sets, file);
+}
+
+export const CONFIG_DIR = join(projectRoot, "configs");
+
+export const commonOptions = {
+  "data-dir": { type: "string", describe: "data directory holding imdb/ (else DPALIGN_DATA_DIR, else ../shared/data)" },
+  "cache-dir": { type: "string", describe: "cache of pretrained models and reward classifiers (default .dpalign-cache/)" },
+  set: { type: "string", array: true, default: [] as string[], describe: "override a config field, e.g. --set privacy.epsilon=8 (repeatable)" },
+} as const;

@@ -1,0 +1,43 @@
+import type { Argv } from "yargs";
+import { planRun, formatPlan } from "../../pipeline/plan.js";
+import { accountantCalibrator } from "../../pipeline/privacy.js";
+import { defaultRunDir, runPipeline, type RunSummary } from "../../pipeline/run.js";
+import { consoleProgress } from "../../pipeline/progress.js";
+import { commonOptions, loadWithOverrides } from "./pipeline-common.js";
+
+export function printSummary(s: RunSummary): void {
+  const out = process.stdout;
+  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "-");
+  out.write(`\nrun directory: ${s.runDir}\n`);
+  out.write(`reward classifier accuracy (held-out public reviews): ${(100 * s.reward.heldOutAccuracy).toFixed(1)}%\n`);
+  out.write(`mean reward on held-out prompts (95% CI over prompts):\n`);
+  for (const e of s.evals) out.write(`  ${e.model.padEnd(11)} ${f(e.meanReward)} +- ${f(e.ci95)}\n`);
+  for (const st of s.privacy.stages) out.write(`privacy ${st.stage}: epsilon ${f(st.epsilon)} (q ${st.q.toPrecision(3)}, sigma ${f(st.sigma)}, ${st.batchesExecuted} batches x ${st.reuse})\n`);
+  out.write(`composed: epsilon ${f(s.privacy.composed.epsilon)}, delta ${s.privacy.composed.delta.toExponential(2)} (${s.privacy.composed.rule})\n`);
+  out.write(`wall time ${s.wallS.toFixed(0)} s; report: ${s.runDir}/report.md\n`);
+}
+
+export function register(cli: Argv): Argv {
+  return cli.command(
+    "run <config>",
+    "Run the whole pipeline (pretrain, public reward, DP-SFT, DP-PPO, evaluation) from a YAML or JSON config",
+    (y) =>
+      y
+        .positional("config", { type: "string", demandOption: true, describe: "config file (configs/*.yaml)" })
+        .options(commonOptions)
+        .option("dry-run", { type: "boolean", default: false, describe: "validate and print the plan (sigma per stage, steps) without training" })
+        .option("run-dir", { type: "string", describe: "run directory (default runs/<name>-eps<eps>-seed<seed>); an existing one is resumed" }),
+    async (args) => {
+      const cfg = loadWithOverrides(args.config as string, args.set as string[]);
+      if (args.dryRun) {
+        process.stdout.write(formatPlan(planRun(cfg, accountantCalibrator)) + "\n");
+        return;
+      }
+      const s = await runPipeline({
+        cfg, runDir: (args.runDir as string | undefined) ?? defaultRunDir(cfg), dataDir: args.dataDir as string | undefined,
+        cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(),
+      });
+      printSummary(s);
+    },
+  );
+}

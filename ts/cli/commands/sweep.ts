@@ -1,0 +1,33 @@
+import type { Argv } from "yargs";
+import { join } from "node:path";
+import { runSweep, epsLabel } from "../../pipeline/sweep.js";
+import { planRun, formatPlan } from "../../pipeline/plan.js";
+import { accountantCalibrator } from "../../pipeline/privacy.js";
+import { consoleProgress } from "../../pipeline/progress.js";
+import { projectRoot } from "../../util/python.js";
+import { commonOptions, loadWithOverrides } from "./pipeline-common.js";
+
+export function register(cli: Argv): Argv {
+  return cli.command(
+    "sweep <config>",
+    "Run an epsilon grid (sweep.epsilons, default inf 8 4 2 1) times seeds (sweep.seeds, default 0 1 2); complete runs are skipped, interrupted ones resume; writes a Table-1 layout table",
+    (y) =>
+      y
+        .positional("config", { type: "string", demandOption: true })
+        .options(commonOptions)
+        .option("root", { type: "string", describe: "sweep directory (default runs/sweep-<name>)" })
+        .option("dry-run", { type: "boolean", default: false, describe: "print the plan of every grid point" }),
+    async (args) => {
+      const cfg = loadWithOverrides(args.config as string, args.set as string[]);
+      if (args.dryRun) {
+        for (const eps of cfg.sweep.epsilons) {
+          process.stdout.write(`# epsilon ${epsLabel(eps)}\n${formatPlan(planRun({ ...cfg, privacy: { ...cfg.privacy, epsilon: eps } }, accountantCalibrator))}\n\n`);
+        }
+        return;
+      }
+      const root = (args.root as string | undefined) ?? join(projectRoot, "runs", `sweep-${cfg.name}`);
+      const { markdown } = await runSweep({ cfg, root, dataDir: args.dataDir as string | undefined, cacheDir: args.cacheDir as string | undefined, progress: consoleProgress() });
+      process.stdout.write(`\n${markdown}\nwritten to ${root}/table.md and table.json\n`);
+    },
+  );
+}

@@ -1,0 +1,68 @@
+/**
+ * `dpalign sweep`: an epsilon grid times seeds, each a run directory under the sweep root;
+ * complete runs are skipped, interrupted ones resume. One worker and one data load serve all runs.
+ * The result is a table in the layout of the paper's Table 1 (Markdown and JSON).
+ */
+import { join } from "node:path";
+import { WorkerClient } from "../transport/client.js";
+import { WorkerApi } from "../worker/api.js";
+import type { Config } from "./config.js";
+import { isComplete, loadData, runPipeline, type RunOptions } from "./run.js";
+import { RunDir } from "./run-dir.js";
+import { buildTable, renderTable, type SweepCell } from "./table.js";
+import { silentProgress, type Progress } from "./progress.js";
+
+export interface SweepOptions {
+  cfg: Config;
+  root: string;
+  dataDir?: string;
+  cacheDir?: string;
+  progress?: Progress;
+  api?: WorkerApi;
+  hooks?: RunOptions["hooks"];
+}
+
+export const epsLabel = (e: number) => (Number.isFinite(e) ? String(e) : "inf");
+
+export function sweepRunDir(root: string, eps: number, seed: number): string {
+  return join(root, `eps${epsLabel(eps)}-seed${seed}`);
+}
+
+export async function runSweep(o: SweepOptions): Promise<{ cells: SweepCell[]; markdown: string }> {
+  const progress = o.progress ?? silentProgress;
+  const { cfg } = o;
+  const data = (await loadData(cfg, o.dataDir)).data;
+  let client: WorkerClient | undefined;
+  const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn()));
+  const cells: SweepCell[] = [];
+  const root = new RunDir(o.root);
+  root.writeJson("sweep-config.json", cfg);
+  try {
+    for (const seed of cfg.sweep.seeds) {
+      for (const eps of cfg.sweep.epsilons) {
+        const dir = sweepRunDir(o.root, eps, seed);
+        const runCfg: Config = { ...cfg, seed, name: `${cfg.name}-eps${epsLabel(eps)}-seed${seed}`, privacy: { ...cfg.privacy, epsilon: eps } };
+        if (isComplete(dir)) {
+          progress.log(`sweep: eps ${epsLabel(eps)} seed ${seed} already complete, skipped`);
+        } else {
+          progress.log(`sweep: eps ${epsLabel(eps)} seed ${seed} -> ${dir}`);
+          await runPipeline({ cfg: runCfg, runDir: dir, dataDir: o.dataDir, cacheDir: o.cacheDir, progress, api, data, hooks: o.hooks });
+        }
+        const s = new RunDir(dir).readJson<{ evals: { model: string; meanReward: number }[]; wallS: number }>("summary.json")!;
+        const get = (m: string) => s.evals.find((e) => e.model === m)?.meanReward ?? NaN;
+        cells.push({ epsilon: eps, seed, pretrained: get("pretrained"), sft: get("sft"), aligned: get("aligned"), wallS: s.wallS });
+        const table = buildTable(cells);
+        root.writeJson("table.json", table);
+        root.appendJsonl("cells.jsonl", cells.at(-1));
+      }
+    }
+  } finally {
+    await client?.close();
+  }
+  const table = buildTable(cells);
+  const markdown = renderTable(table, cfg.name);
+  root.writeJson("table.json", table);
+  const { writeFileSync } = await import("node:fs");
+  writeFileSync(root.path("table.md"), markdown);
+  return { cells, markdown };
+}
