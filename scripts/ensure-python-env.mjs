@@ -24,13 +24,15 @@ hash.update(readFileSync(join(root, "py_runtime", "pyproject.toml")));
 const want = hash.digest("hex");
 if (existsSync(python) && existsSync(stamp) && readFileSync(stamp, "utf8").trim() === want) process.exit(0);
 
+// pip's output is kept and shown only when a step fails (it is noisy with an offline mirror).
 function run(cmd, args) {
-  const r = spawnSync(cmd, args, { stdio: "inherit", cwd: root });
+  const r = spawnSync(cmd, args, { stdio: ["ignore", "pipe", "pipe"], cwd: root, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
   if (r.error) {
     console.error(`dpalign: could not run ${cmd}: ${r.error.message}. Install Python 3.11 (python3 with venv) or set DPALIGN_PYTHON.`);
     process.exit(1);
   }
   if (r.status !== 0) {
+    process.stderr.write(r.stdout + r.stderr);
     console.error(`dpalign: \`${cmd} ${args.join(" ")}\` failed with exit code ${r.status}.`);
     process.exit(1);
   }

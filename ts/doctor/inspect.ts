@@ -9,7 +9,7 @@ import { PROTOCOL_VERSION } from "../transport/codec.js";
 import { WorkerClient } from "../transport/client.js";
 import { Tensor } from "../transport/tensor.js";
 import { WorkerApi } from "../worker/api.js";
-import { projectRoot, resolvePython } from "../util/python.js";
+import { ensurePythonEnv, projectRoot, resolvePython } from "../util/python.js";
 
 export type CheckStatus = "ok" | "warn" | "fail";
 
@@ -65,6 +65,11 @@ async function pythonReport(python: string): Promise<PythonReport> {
 }
 
 export async function runDoctor(opts: { roundTrip?: boolean; onProgress?: (msg: string) => void } = {}): Promise<DoctorReport> {
+  try {
+    ensurePythonEnv();
+  } catch {
+    // Reported below: the interpreter check names what is missing.
+  }
   const python = resolvePython();
   const checks: Check[] = [];
   const progress = opts.onProgress ?? (() => undefined);

@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import * as zmq from "zeromq";
-import { projectRoot, resolvePython } from "../util/python.js";
+import { ensurePythonEnv, projectRoot, resolvePython } from "../util/python.js";
 import type { CallOptions, RpcCaller } from "../worker/api.js";
 import { decodeReply, encodeRequest, PROTOCOL_VERSION } from "./codec.js";
 import { loadClientKeys, type CurveClientKeys } from "./curve.js";
@@ -218,6 +218,7 @@ export class WorkerClient implements RpcCaller {
   }
 
   private spawnChild(onStartFailure: (e: Error) => void): void {
+    if (!this.opts.python) ensurePythonEnv();
     const python = this.opts.python ?? resolvePython();
     const pyPath = [join(projectRoot, "py_runtime"), process.env.PYTHONPATH].filter(Boolean).join(":");
     const args = ["-m", "dpalign_worker", "--endpoint", this._endpoint, "--parent-pid", String(process.pid), "--threads", String(this.opts.threads ?? 4)];

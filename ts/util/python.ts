@@ -1,6 +1,8 @@
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DpalignError } from "./errors.js";
 
 /** The project root (the folder holding package.json), found from this compiled file's location. */
 export const projectRoot: string = (() => {
@@ -22,4 +24,20 @@ export function resolvePython(): string {
   const venv = join(projectRoot, ".venv", "bin", "python");
   if (existsSync(venv)) return venv;
   return "python3";
+}
+
+let envChecked = false;
+
+/**
+ * Makes sure the project's Python environment exists and matches requirements.txt (creating it on
+ * first use, about a minute), unless the user manages one through DPALIGN_PYTHON. Cheap after the
+ * first call: scripts/ensure-python-env.mjs compares a stamp hash and returns at once.
+ */
+export function ensurePythonEnv(): void {
+  if (envChecked || process.env.DPALIGN_PYTHON) return;
+  const r = spawnSync(process.execPath, [join(projectRoot, "scripts", "ensure-python-env.mjs")], { stdio: ["ignore", "inherit", "inherit"] });
+  if (r.status !== 0) {
+    throw new DpalignError("PYTHON_ENV_FAILED", "could not prepare the Python environment (.venv) from requirements.txt; see the messages above, or set DPALIGN_PYTHON to an interpreter you manage");
+  }
+  envChecked = true;
 }
