@@ -35,7 +35,7 @@ let envChecked = false;
  */
 export function ensurePythonEnv(): void {
   if (envChecked || process.env.DPALIGN_PYTHON) return;
-  const r = spawnSync(process.execPath, [join(projectRoot, "scripts", "ensure-python-env.mjs")], { stdio: ["ignore", "inherit", "inherit"] });
+  const r = spawnSync(process.execPath, [join(projectRoot, "scripts", "ensure-python-env.mjs")], { stdio: ["ignore", 2, 2] } /* progress goes to stderr so --json output stays clean */);
   if (r.status !== 0) {
     throw new DpalignError("PYTHON_ENV_FAILED", "could not prepare the Python environment (.venv) from requirements.txt; see the messages above, or set DPALIGN_PYTHON to an interpreter you manage");
   }
