@@ -6,6 +6,7 @@ import { register as demo } from "./demo.js";
 import { register as sweep } from "./sweep.js";
 import { register as pretrain } from "./pretrain.js";
 import { register as data } from "./data.js";
+import { register as privacy } from "./privacy.js";
 
 /**
  * Every CLI command is a module in this folder exporting `register(cli)`; it is listed here once.
@@ -13,4 +14,4 @@ import { register as data } from "./data.js";
  */
 export type CommandRegistrar = (cli: Argv) => Argv;
 
-export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data];
+export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data, privacy];

@@ -239,64 +239,62 @@ export function composePair(
 ): [ComposedPld, ComposedPld] {
   const fft = fftOf(n);
   const h = a[0].pld.h;
-  const acc = new Float64Array(2 * n); // running product for a (first n complex) ...
-  const accB = new Float64Array(2 * n);
-  for (let i = 0; i < n; i++) {
-    acc[2 * i] = 1;
-    accB[2 * i] = 1;
+  const half = n / 2 + 1; // outputs are real, so frequencies above N/2 follow by symmetry
+  const accA = new Float64Array(2 * half);
+  const accB = new Float64Array(2 * half);
+  for (let k = 0; k < half; k++) {
+    accA[2 * k] = 1;
+    accB[2 * k] = 1;
   }
-  const input = new Float64Array(2 * n) as unknown as number[];
-  const spec = new Float64Array(2 * n) as unknown as number[];
+  const input = new Float64Array(2 * n);
+  const spec = new Float64Array(2 * n);
   const tmp = new Float64Array(2);
-  const tmpB = new Float64Array(2);
+  const place = (p: DiscretePld, imag: number): void => {
+    let pos = ((p.kLo % n) + n) % n;
+    for (let i = 0; i < p.pmf.length; i++) {
+      input[2 * pos + imag] += p.pmf[i];
+      if (++pos === n) pos = 0;
+    }
+  };
+  const mulPow = (acc: Float64Array, k: number, re: number, im: number, c: number): void => {
+    const ar = acc[2 * k];
+    const ai = acc[2 * k + 1];
+    if (ar === 0 && ai === 0) return;
+    cpow(re, im, c, tmp, 0);
+    acc[2 * k] = ar * tmp[0] - ai * tmp[1];
+    acc[2 * k + 1] = ar * tmp[1] + ai * tmp[0];
+  };
   for (let j = 0; j < a.length; j++) {
-    (input as unknown as Float64Array).fill(0);
-    const pa = a[j].pld;
-    const pb = b[j].pld;
-    for (let i = 0; i < pa.pmf.length; i++) {
-      const pos = ((((pa.kLo + i) % n) + n) % n) * 2;
-      input[pos] += pa.pmf[i];
-    }
-    for (let i = 0; i < pb.pmf.length; i++) {
-      const pos = ((((pb.kLo + i) % n) + n) % n) * 2 + 1;
-      input[pos] += pb.pmf[i];
-    }
-    fft.transform(spec, input);
-    const ca = a[j].count;
-    const cb = b[j].count;
-    for (let k = 0; k < n; k++) {
-      const km = (n - k) % n;
+    input.fill(0);
+    place(a[j].pld, 0);
+    place(b[j].pld, 1);
+    fft.transform(spec as unknown as number[], input as unknown as number[]);
+    for (let k = 0; k < half; k++) {
+      const km = k === 0 ? 0 : n - k;
       const zr = spec[2 * k];
       const zi = spec[2 * k + 1];
       const wr = spec[2 * km];
       const wi = -spec[2 * km + 1]; // conj(Z[N-k])
-      // A = (Z + conj(Z[N-k]))/2, B = (Z - conj(Z[N-k]))/(2i)
-      const ar = 0.5 * (zr + wr);
-      const ai = 0.5 * (zi + wi);
-      const br = 0.5 * (zi - wi);
-      const bi = -0.5 * (zr - wr);
-      if (acc[2 * k] !== 0 || acc[2 * k + 1] !== 0) {
-        cpow(ar, ai, ca, tmp, 0);
-        const r = acc[2 * k] * tmp[0] - acc[2 * k + 1] * tmp[1];
-        acc[2 * k + 1] = acc[2 * k] * tmp[1] + acc[2 * k + 1] * tmp[0];
-        acc[2 * k] = r;
-      }
-      if (accB[2 * k] !== 0 || accB[2 * k + 1] !== 0) {
-        cpow(br, bi, cb, tmpB, 0);
-        const r = accB[2 * k] * tmpB[0] - accB[2 * k + 1] * tmpB[1];
-        accB[2 * k + 1] = accB[2 * k] * tmpB[1] + accB[2 * k + 1] * tmpB[0];
-        accB[2 * k] = r;
-      }
+      // A = (Z + conj(Z[N-k]))/2 and B = (Z - conj(Z[N-k]))/(2i) are the spectra of a and b.
+      mulPow(accA, k, 0.5 * (zr + wr), 0.5 * (zi + wi), a[j].count);
+      mulPow(accB, k, 0.5 * (zi - wi), -0.5 * (zr - wr), b[j].count);
     }
   }
   // W = A + i B; the inverse transform carries a in its real part and b in its imaginary part.
-  for (let k = 0; k < n; k++) {
-    const r = acc[2 * k] - accB[2 * k + 1];
-    const im = acc[2 * k + 1] + accB[2 * k];
-    input[2 * k] = r;
-    input[2 * k + 1] = im;
+  for (let k = 0; k < half; k++) {
+    const ar = accA[2 * k];
+    const ai = accA[2 * k + 1];
+    const br = accB[2 * k];
+    const bi = accB[2 * k + 1];
+    input[2 * k] = ar - bi;
+    input[2 * k + 1] = ai + br;
+    if (k > 0 && k < n - k) {
+      // A[N-k] = conj(A[k]), B[N-k] = conj(B[k])
+      input[2 * (n - k)] = ar + bi;
+      input[2 * (n - k) + 1] = -ai + br;
+    }
   }
-  fft.inverseTransform(spec, input);
+  fft.inverseTransform(spec as unknown as number[], input as unknown as number[]);
   const out: ComposedPld[] = [];
   for (const [side, parts, win] of [
     [0, a, windows[0]],
@@ -304,10 +302,11 @@ export function composePair(
   ] as const) {
     const pmf = new Float64Array(n);
     const lo = win.lo;
-    for (let j = 0; j < n; j++) {
-      const kk = lo + ((((j - lo) % n) + n) % n);
+    let j = ((lo % n) + n) % n; // array position of grid index lo
+    for (let i = 0; i < n; i++) {
       const v = spec[2 * j + side];
-      pmf[kk - lo] = v > 0 ? v : 0;
+      pmf[i] = v > 0 ? v : 0;
+      if (++j === n) j = 0;
     }
     let logFinite = 0;
     for (const p of parts) logFinite += p.count * Math.log1p(-Math.min(p.pld.infMass, 1));
