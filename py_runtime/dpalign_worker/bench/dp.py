@@ -1,0 +1,163 @@
+"""Benchmark: one DP step versus one non-private step on the same logical batch.
+
+    python -m dpalign_worker.bench.dp                      # tiny GPT-2 on CPU
+    python -m dpalign_worker.bench.dp --device cuda --preset gpt2-small
+
+For each of LoRA (rank 4 on c_attn) and full fine-tuning it times the DP step (per-example
+gradients, clipping, noise, DP-AdamW) and the non-private step (ordinary mini-batch gradient,
+AdamW) on the same causal-LM batch, interleaved so both see the same machine load (best of
+--reps), reports the ratio, and the peak memory (CUDA: the step's peak allocation above what was
+resident before it; CPU: the process's peak resident set so far, which only grows).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import resource
+import sys
+import tempfile
+import time
+
+import torch
+
+from ..engine.dp_step import DpConfig, train_step
+from ..engine.models import build_model
+from ..engine.tokenizer import train_tokenizer
+from ..protocol import worker_pb2 as pb
+
+PRESETS = {
+    # name: (n_layer, n_head, n_embd, n_positions, vocab, batch, seq_len)
+    "tiny": (2, 2, 64, 128, 400, 32, 64),
+    "gpt2-small": (12, 12, 768, 1024, 50257, 16, 128),  # 124M parameters, random init
+}
+_CURRENT: dict = {}
+
+
+def _factory():
+    """Entry point used by the bench: a GPT-2 of the preset's size (random init, eager attention)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    n_layer, n_head, n_embd, n_pos, vocab, _, _ = _CURRENT["preset"]
+    cfg = GPT2Config(vocab_size=vocab, n_positions=n_pos, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    return GPT2LMHeadModel._from_config(cfg, attn_implementation="eager"), _CURRENT["tokenizer"]
+
+
+def _batch(n: int, length: int, vocab: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(length // 2, length + 1, (n,), generator=g)
+    ids = torch.randint(2, vocab, (n, length), generator=g)
+    mask = torch.zeros(n, length)
+    for i in range(n):
+        ids[i, lengths[i]:] = 1
+        mask[i, length // 4: lengths[i]] = 1
+    return {"input_ids": ids, "lengths": lengths, "loss_mask": mask}
+
+
+def _peak_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
+def _time(fn, reps: int, device: str) -> float:
+    times = []
+    for _ in range(reps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def run(args) -> list[dict]:
+    preset = PRESETS[args.preset]
+    tok_dir = tempfile.mkdtemp(prefix="dpalign-bench-tok-")
+    texts = [f"sample text number {i} about movies, acting and plots" for i in range(200)]
+    train_tokenizer(texts, 300, tok_dir)
+    from ..engine.tokenizer import load_tokenizer
+
+    # the entry point imports this module by name (not as __main__): configure that copy
+    importlib.import_module("dpalign_worker.bench.dp")._CURRENT.update(preset=preset, tokenizer=load_tokenizer(tok_dir))
+    n, length = args.batch or preset[5], args.seq_len or preset[6]
+    batch = _batch(n, length, preset[4])
+    dp = DpConfig(True, 1.0, 1.0, float(n), True)
+    nodp = DpConfig(False, 0.0, 0.0, 0.0)
+    rows = []
+    cuda = args.device.startswith("cuda")
+    for mode in ("lora", "full"):
+        spec = pb.ModelSpec(entry_point="dpalign_worker.bench.dp:_factory", device=args.device,
+                            lora=pb.LoraSpec(rank=4, alpha=8, target_modules=["c_attn"]) if mode == "lora" else None,
+                            train_base=mode == "full")
+        res = {"preset": args.preset, "device": args.device, "mode": mode, "batch": n, "seq_len": length,
+               "micro_batch": args.micro_batch}
+        gc.collect()
+        models = {name: build_model("bench", spec, args.device, pb.OptimizerSpec(name="adamw", lr=1e-4))
+                  for name in ("nonprivate", "dp")}
+        res["trainable_parameters"] = sum(p.numel() for p in models["dp"].trainable.values())
+        res["total_parameters"] = sum(p.numel() for p in models["dp"].model.parameters())
+        steps = {name: (lambda m=models[name], cfg=cfg: train_step(m, "causal_lm", batch, cfg, args.micro_batch, 1e-4))
+                 for name, cfg in (("nonprivate", nodp), ("dp", dp))}
+        for _ in range(args.warmup):
+            for fn in steps.values():
+                fn()
+        times = {name: [] for name in steps}
+        for _ in range(args.reps):  # interleaved, so both see the same machine load
+            for name, fn in steps.items():
+                times[name].append(_time(fn, 1, args.device))
+        for name in steps:
+            res[f"{name}_s"] = min(times[name])  # least disturbed by other processes on shared CPUs
+            if cuda:
+                torch.cuda.synchronize()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                steps[name]()
+                torch.cuda.synchronize()
+                res[f"{name}_peak_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+            else:
+                res[f"{name}_peak_mb"] = round(_peak_mb(args.device), 1)
+        del models, steps
+        res["ratio"] = res["dp_s"] / res["nonprivate_s"]
+        rows.append(res)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    ap.add_argument("--batch", type=int, default=0, help="examples in the logical batch (default: preset's)")
+    ap.add_argument("--seq-len", type=int, default=0)
+    ap.add_argument("--micro-batch", type=int, default=0, help="physical micro-batch size (0: whole batch)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run(args)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return
+    mem = "step peak MB above resident weights" if args.device.startswith("cuda") else "process peak RSS MB"
+    print(f"dpalign bench:dp  preset={args.preset} device={args.device} batch={rows[0]['batch']} "
+          f"seq_len={rows[0]['seq_len']} micro_batch={args.micro_batch or 'all'} torch={torch.__version__} "
+          f"threads={torch.get_num_threads()}")
+    print(f"{'mode':<6}{'trainable':>12}{'non-private s':>15}{'DP s':>10}{'DP/non-private':>16}"
+          f"{'  ' + mem + ' (non-private / DP)'}")
+    for r in rows:
+        print(f"{r['mode']:<6}{r['trainable_parameters']:>12,}{r['nonprivate_s']:>15.4f}{r['dp_s']:>10.4f}"
+              f"{r['ratio']:>15.2f}x  {r['nonprivate_peak_mb']:.0f} / {r['dp_peak_mb']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
