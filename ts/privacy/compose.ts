@@ -80,18 +80,24 @@ export function splitBudget(args: SplitArgs): { stages: StagePlan[]; result: Com
     const c = calibrateSigma({ q: s.q, steps: s.steps, targetEpsilon: args.targetEpsilon, delta: args.delta, accountant: args.accountant });
     return { ...s, sigma: c.sigma * Math.sqrt(k) }; // the accounted sigma is sigma / sqrt(K)
   });
-  const evaluate = (stages: readonly StagePlan[]): Composed =>
-    compose(args.composition, stages.map((s) => ({ stage: s.stage, mechanisms: [stageMechanism(s)] })), args.delta, args.accountant, { errorEstimate: false });
+  const evaluate = (stages: readonly StagePlan[], options: AccountantOptions = {}): Composed =>
+    compose(args.composition, stages.map((s) => ({ stage: s.stage, mechanisms: [stageMechanism(s)] })), args.delta, args.accountant, options);
   if (args.composition === "parallel") return { stages: alone, result: evaluate(alone) };
+  // Search the common factor on a coarse grid (also an upper bound), then confirm on the fine one.
+  const coarse = { errorEstimate: false, targetN: 1 << 14 };
   const scaled = (f: number): StagePlan[] => alone.map((s) => ({ ...s, sigma: (s.sigma ?? 0) * f }));
   let lo = 1;
   let hi = Math.sqrt(alone.length) * 1.1;
-  while (evaluate(scaled(hi)).epsilon > args.targetEpsilon) hi *= 1.5;
+  while (evaluate(scaled(hi), coarse).epsilon > args.targetEpsilon) hi *= 1.5;
   for (let i = 0; i < 30 && hi / lo > 1 + 5e-4; i++) {
     const mid = Math.sqrt(lo * hi);
-    if (evaluate(scaled(mid)).epsilon > args.targetEpsilon) lo = mid;
+    if (evaluate(scaled(mid), coarse).epsilon > args.targetEpsilon) lo = mid;
     else hi = mid;
   }
-  const stages = scaled(hi);
-  return { stages, result: evaluate(stages) };
+  let result = evaluate(scaled(hi));
+  while (result.epsilon > args.targetEpsilon) {
+    hi *= 1.002;
+    result = evaluate(scaled(hi));
+  }
+  return { stages: scaled(hi), result };
 }
