@@ -33,6 +33,7 @@ export class RdpAccountant extends BaseAccountant {
   epsilonOf(mechanisms: readonly Mechanism[], delta: number): EpsilonResult {
     validateDelta(delta);
     mechanisms.forEach((m, i) => validateMechanism(m, `mechanisms[${i}]`));
+    if (mechanisms.every((m) => m.steps === 0)) return { epsilon: 0, delta, error: 0, accountant: "rdp" };
     const { epsilon, bestOrder } = rdpToEpsilon(this.orders, this.rdp(mechanisms), delta);
     return { epsilon, delta, error: 0, accountant: "rdp", bestOrder };
   }
