@@ -43,7 +43,7 @@ export const ModelSchema = z.object({
     nHead: posInt.default(2),
     nEmbd: posInt.default(64),
     nPositions: posInt.default(64),
-    vocabSize: z.number().int().min(64).default(2048),
+    vocabSize: z.number().int().min(260).default(2048),
   }).strict().default({}),
   /** A local Hugging Face causal-LM directory (kind: hf), e.g. a GPT-2 checkout. */
   hfPath: z.string().optional(),
@@ -77,6 +77,8 @@ export const RewardSchema = z.object({
   batchSize: posInt.default(32),
   lr: posNum.default(1e-3),
   maxTokens: posInt.default(48),
+  /** Which tokens of a labeled review train the classifier: its first or its last maxTokens (the verdict is usually at the end). */
+  window: z.enum(["head", "tail"]).default("tail"),
 }).strict();
 
 export const PrivacySchema = z.object({

@@ -41,7 +41,12 @@ export async function trainRewardClassifier(
   const r = cfg.reward;
   const handle = "reward-train";
   await api.loadModel({ handle, spec: modelSpec(cfg, base, { rewardHead: true, trainBase: true }), optimizer: adamw(0.01) });
-  const rows = await tokenizeRows(api, handle, train.map((x) => cleanReview(x.text)), r.maxTokens);
+  const window = async (recs: readonly ImdbRecord[]) => {
+    const texts = recs.map((x) => cleanReview(x.text));
+    if (r.window === "head") return tokenizeRows(api, handle, texts, r.maxTokens);
+    return (await tokenizeRows(api, handle, texts, 0, 500)).map((row) => row.slice(-r.maxTokens));
+  };
+  const rows = await window(train);
   const labels = train.map((x) => x.label ?? 0);
   const rng = new SeededRng(`reward/${cfg.seed}`);
   progress.start("reward", r.steps);
@@ -65,7 +70,7 @@ export async function trainRewardClassifier(
   progress.stop();
   const checkpoint = join(dir, "checkpoint");
   await api.saveCheckpoint({ handle, dir: checkpoint, metadata: { stage: "reward", key } });
-  const heldRows = await tokenizeRows(api, handle, heldOut.map((x) => cleanReview(x.text)), r.maxTokens);
+  const heldRows = await window(heldOut);
   const scores = await scoreTexts(api, handle, heldRows, base.padId);
   const correct = scores.filter((s, i) => (s > 0 ? 1 : 0) === heldOut[i].label).length;
   await api.unloadModel(handle);

@@ -1,0 +1,100 @@
+/**
+ * The whole pipeline over a real worker on a very small preset (seconds): fake IMDb-shaped data,
+ * a one-layer model, a handful of steps. Also: resumption after an interrupted stage.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { WorkerClient } from "../../../ts/transport/client.js";
+import { WorkerApi } from "../../../ts/worker/api.js";
+import { parseConfig, type ConfigInput } from "../../../ts/pipeline/config.js";
+import { runPipeline } from "../../../ts/pipeline/run.js";
+import { runSweep } from "../../../ts/pipeline/sweep.js";
+import { InterruptedError } from "../../../ts/pipeline/stages/common.js";
+import type { LedgerEntry } from "../../../ts/pipeline/dp-step.js";
+import { tmpDir, writeTinyImdb } from "./helpers.js";
+
+export const TINY: ConfigInput = {
+  name: "tiny",
+  seed: 1,
+  data: { pretrainDocs: 40, classifierTrain: 16, classifierHeldOut: 8, evalPrompts: 6, privateSize: 40 },
+  model: { tiny: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 48, vocabSize: 300 } },
+  pretrain: { steps: 4, batchSize: 8, seqLen: 24, tokenizerDocs: 40 },
+  reward: { steps: 3, batchSize: 8, maxTokens: 24 },
+  privacy: { epsilon: 8, secureNoise: false, accountant: "rdp" },
+  sft: { batchSize: 10, epochs: 1, maxTokens: 16 },
+  ppo: { batchSize: 10, miniBatchSize: 5, epochs: 1, ppoEpochs: 2, responseTokens: [2, 4] },
+  eval: { maxNewTokens: 4, samples: 2 },
+  checkpointEvery: 1,
+};
+
+let client: WorkerClient;
+let api: WorkerApi;
+let dataDir: string;
+let cacheDir: string;
+
+beforeAll(async () => {
+  client = await WorkerClient.spawn({ requestTimeoutMs: 60_000 });
+  api = new WorkerApi(client);
+  dataDir = writeTinyImdb(tmpDir(), { train: 40, test: 40, unsup: 40 });
+  cacheDir = tmpDir("dpalign-cache-");
+});
+afterAll(async () => {
+  await client?.close();
+});
+
+describe("pipeline on a very small preset", () => {
+  it("runs every stage, writes the run directory, and caches the public models", async () => {
+    const cfg = parseConfig(TINY);
+    const runDir = join(tmpDir(), "run");
+    const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
+    expect(s.evals.map((e) => e.model)).toEqual(["pretrained", "sft", "aligned"]);
+    for (const e of s.evals) expect(Number.isFinite(e.meanReward)).toBe(true);
+    for (const f of ["config.json", "plan.json", "roles.json", "ledger.jsonl", "metrics.jsonl", "privacy.json", "report.md", "samples.jsonl", "summary.json"]) {
+      expect(existsSync(join(runDir, f)), f).toBe(true);
+    }
+    expect(existsSync(join(runDir, "checkpoints", "ppo", "last", "manifest.json"))).toBe(true);
+    // the ledger covers exactly the planned batches, and the executed epsilon is within the target
+    const ledger = readFileSync(join(runDir, "ledger.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as LedgerEntry);
+    for (const st of [s.plan.sft, s.plan.ppo]) {
+      const got = ledger.filter((e) => e.stage === st.stage).reduce((a, e) => a + e.toBatch - e.fromBatch, 0);
+      expect(got).toBe(st.sampledBatches);
+    }
+    expect(ledger.find((e) => e.stage === "ppo")!.sigma).toBeCloseTo(s.plan.ppo.sigmaEffective * Math.sqrt(2));
+    for (const st of s.privacy.stages) expect(st.epsilon).toBeLessThanOrEqual(8 * (1 + 1e-6));
+    expect(readFileSync(join(runDir, "report.md"), "utf8")).toMatch(/pretrained \(eps = 0\)/);
+    // a second run reuses the cached pretrained model and classifier
+    const again = await runPipeline({ cfg: { ...cfg, seed: 1 }, runDir: join(tmpDir(), "run2"), dataDir, cacheDir, api });
+    expect(again.pretrain.reused).toBe(true);
+    expect(again.reward.reused).toBe(true);
+  });
+
+  it("resumes an interrupted stage from its last checkpoint without re-running or re-accounting batches", async () => {
+    const cfg = parseConfig({ ...TINY, sft: { batchSize: 5, epochs: 1, maxTokens: 16 } });
+    const runDir = join(tmpDir(), "run");
+    await expect(runPipeline({ cfg, runDir, dataDir, cacheDir, api, hooks: { stopAfter: { stage: "sft", batches: 2 } } })).rejects.toBeInstanceOf(InterruptedError);
+    expect(existsSync(join(runDir, "stages", "sft.json"))).toBe(false);
+    const before = readFileSync(join(runDir, "ledger.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as LedgerEntry);
+    expect(before.reduce((a, e) => a + e.toBatch - e.fromBatch, 0)).toBe(2);
+    const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
+    const sftSteps = readFileSync(join(runDir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l)).filter((m) => m.stage === "sft").map((m) => m.step);
+    expect(sftSteps).toEqual(Array.from({ length: s.plan.sft.sampledBatches }, (_, i) => i));
+    const sftPrivacy = s.privacy.stages.find((x) => x.stage === "sft")!;
+    expect(sftPrivacy.batchesExecuted).toBe(s.plan.sft.sampledBatches);
+    // a run directory made with another config is refused
+    await expect(runPipeline({ cfg: { ...cfg, seed: 5 }, runDir, dataDir, cacheDir, api })).rejects.toThrow(/different config/);
+  });
+
+  it("sweeps an epsilon grid, skips complete runs, and writes the table", async () => {
+    const cfg = parseConfig({ ...TINY, sweep: { epsilons: ["inf", 8], seeds: [1] }, nonPrivate: { ppo: { whitenAdvantages: "batch", klControl: "adaptive" } } });
+    const root = join(tmpDir(), "sweep");
+    const first = await runSweep({ cfg, root, dataDir, cacheDir, api });
+    expect(first.cells).toHaveLength(2);
+    expect(first.markdown).toMatch(/\| model \| eps=0 \| eps=8 \| eps=inf \|/);
+    const mtime = readFileSync(join(root, "eps8-seed1", "summary.json"), "utf8");
+    const second = await runSweep({ cfg, root, dataDir, cacheDir, api });
+    expect(second.cells).toEqual(first.cells);
+    expect(readFileSync(join(root, "eps8-seed1", "summary.json"), "utf8")).toBe(mtime);
+    expect(existsSync(join(root, "table.json"))).toBe(true);
+  });
+});
