@@ -4,8 +4,16 @@
  * composed PLDs (the larger of the two directions). Stateless.
  */
 import { hockeyStick } from "./gaussian.js";
-import { composePair, compositionWindow, discretiseSampledGaussian, normalTailQuantile, epsilonForDelta,
-  type ComposedPld, type DiscretePld, type PldPart, type Window } from "./pld.js";
+import { compositionWindow, type Window } from "./window.js";
+import {
+  type ComposedPld,
+  composePair,
+  type DiscretePld,
+  discretiseSampledGaussian,
+  epsilonForDelta,
+  normalTailQuantile,
+  type PldPart,
+} from "./pld.js";
 
 /** A Poisson-subsampled Gaussian mechanism run `steps` times (q = 1: the plain Gaussian). */
 export interface SampledGaussian {
