@@ -33,6 +33,9 @@ export const DataSchema = z.object({
   privateSize: z.union([posInt, z.literal("all")]).default("all"),
   /** Fraction of D given to D1 (DP-SFT) in DP mode; the rest is D3 (DP-PPO prompts). */
   sftFraction: z.number().gt(0).lt(1).default(0.5),
+  /** Seed of the public roles (pre-training corpus, classifier sets, evaluation prompts), shared by every
+   * run seed so that a sweep's seeds share one pretrained model, one reward and one evaluation set. */
+  publicSeed: nonNegInt.default(0),
 }).strict();
 
 export const ModelSchema = z.object({

@@ -5,6 +5,7 @@
  * an explanation.
  */
 import { ConfigError } from "../util/errors.js";
+import { reuseMechanism } from "../privacy/index.js";
 import { effectiveStages, type Config } from "./config.js";
 
 /** Sizes of the IMDb splits, for planning before the data is read. */
@@ -89,9 +90,12 @@ function dpStage(
   const sampledBatches = Math.ceil(epochs / q);
   const sigmaEffective = cal.calibrateSigma({ q, steps: sampledBatches, epsilon: eps, delta, accountant });
   const epsilonPlanned = cal.epsilon({ q, steps: sampledBatches, sigma: sigmaEffective, delta, accountant });
+  // T_PPO = K noisy steps on one sub-sample are one sampled Gaussian with sigma / sqrt(K): run sigma_eff * sqrt(K).
+  const sigma = sigmaEffective * Math.sqrt(reuse);
+  if (Math.abs(reuseMechanism(sigma, reuse) - sigmaEffective) > 1e-9 * sigmaEffective) throw new RangeError("reuse accounting mismatch");
   return {
     stage, dp: true, datasetSize: n, batchSize: batch, q, sampledBatches, reuse,
-    optimizerSteps: sampledBatches * reuse, sigma: sigmaEffective * Math.sqrt(reuse), sigmaEffective, maxGradNorm,
+    optimizerSteps: sampledBatches * reuse, sigma, sigmaEffective, maxGradNorm,
     epsilonTarget: eps, epsilonPlanned, delta,
   };
 }

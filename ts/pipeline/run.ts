@@ -19,7 +19,7 @@ import { planRun, formatPlan, type RunPlan } from "./plan.js";
 import { accountantCalibrator } from "./privacy.js";
 import { RunDir } from "./run-dir.js";
 import { silentProgress, type Progress } from "./progress.js";
-import type { BaseModel, PipelineContext } from "./context.js";
+import { modelSpec, type BaseModel, type PipelineContext } from "./context.js";
 import { pretrain, type PretrainResult } from "./stages/pretrain.js";
 import { trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResult } from "./stages/reward.js";
 import { runSft, type SftResult } from "./stages/sft.js";
@@ -98,7 +98,7 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
   const stageWallS: Record<string, number> = {};
   try {
     let s = Date.now();
-    const pre = await pretrain(api, cfg, roles.publicCorpus, cacheDir, progress);
+    const pre = cfg.model.kind === "tiny" ? await pretrain(api, cfg, roles.publicCorpus, cacheDir, progress) : await hfBase(api, cfg);
     stageWallS.pretrain = (Date.now() - s) / 1000;
     run.writeJson("stages/pretrain.json", pre);
     progress.log(`pretrain: ${pre.reused ? "reused cached model" : `trained in ${pre.wallS.toFixed(0)} s`} (${pre.key}, loss ${pre.finalLoss.toFixed(3)})`);
@@ -134,7 +134,7 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     if (!evals) {
       s = Date.now();
       const evRows = await tokenizeRows(api, REWARD_HANDLE, roles.evalPrompts.map((r) => cleanReview(r.text)), cfg.eval.promptTokens[1]);
-      const prompts = cutPrompts(evRows, cfg.eval.promptTokens, new SeededRng(`eval-prompts/${cfg.seed}`)).filter((r) => r.length >= 1);
+      const prompts = cutPrompts(evRows, cfg.eval.promptTokens, new SeededRng(`eval-prompts/${cfg.data.publicSeed}`)).filter((r) => r.length >= 1);
       evals = [];
       for (const [name, ckpt] of [["pretrained", base.checkpoint], ["sft", sft.checkpoint], ["aligned", ppo.checkpoint]] as const) {
         progress.log(`evaluate: ${name} on ${prompts.length} held-out prompts`);
@@ -155,6 +155,13 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     if (client) await client.close();
     else await api.unloadModel(REWARD_HANDLE).catch(() => undefined);
   }
+}
+
+/** A Hugging Face base model needs no pre-training: the directory is the base (eps = 0 model). */
+async function hfBase(api: WorkerApi, cfg: Config): Promise<PretrainResult> {
+  const info = await api.loadModel({ handle: "probe", spec: modelSpec(cfg, { tokenizerDir: "", checkpoint: "" }, {}) });
+  await api.unloadModel("probe");
+  return { key: cfg.model.hfPath ?? "", dir: cfg.model.hfPath ?? "", tokenizerDir: "", checkpoint: "", padId: info.padTokenId, eosId: info.eosTokenId, finalLoss: NaN, wallS: 0, reused: true };
 }
 
 export function isComplete(runDir: string): boolean {

@@ -3,11 +3,22 @@ import { Tensor, type TensorMap } from "../transport/tensor.js";
 import type { WorkerApi } from "../worker/api.js";
 import type { SeededRng } from "../util/rng.js";
 
+/**
+ * Cuts a text to a character budget before tokenisation (tokenising whole reviews to keep their
+ * first few tokens is wasted work): ~10 characters per token is a generous upper bound.
+ */
+export function headChars(text: string, tokens: number): string {
+  return tokens > 0 ? text.slice(0, tokens * 10) : text;
+}
+export function tailChars(text: string, tokens: number): string {
+  return tokens > 0 ? text.slice(-tokens * 10) : text;
+}
+
 /** Tokenizes in chunks; returns one row of ids per text. */
 export async function tokenizeRows(api: WorkerApi, handle: string, texts: readonly string[], maxTokens: number, chunk = 2000): Promise<number[][]> {
   const out: number[][] = [];
   for (let i = 0; i < texts.length; i += chunk) {
-    const t = await api.tokenize({ handle, texts: texts.slice(i, i + chunk), maxTokens });
+    const t = await api.tokenize({ handle, texts: texts.slice(i, i + chunk).map((x) => headChars(x, maxTokens)), maxTokens });
     const lengths = t.lengths.toNumbers();
     out.push(...t.input_ids.rows(lengths));
   }

@@ -23,6 +23,8 @@ export interface RoleSizes {
   privateSize: number | "all";
   /** Fraction of D that goes to D1 (SFT) in DP mode; the rest is D3 (PPO). */
   sftFraction: number;
+  /** Seed of the public roles; the private split uses the run seed. Default: the run seed. */
+  publicSeed?: number;
 }
 
 export interface ImdbSources {
@@ -65,8 +67,9 @@ function take(n: number | "all", available: number, field: string): number {
 /** Splits the sources into roles. `dp` decides whether D1 and D3 are disjoint. Pure given the seed. */
 export function assignRoles(src: ImdbSources, sizes: RoleSizes, seed: string | number, dp: boolean): Roles {
   const rng = new SeededRng(`imdb-roles/${seed}`);
-  const unsup = rng.fork("unsup").shuffle(src.unsup);
-  const test = rng.fork("test").shuffle(src.test);
+  const pub = new SeededRng(`imdb-roles/${sizes.publicSeed ?? seed}`);
+  const unsup = pub.fork("unsup").shuffle(src.unsup);
+  const test = pub.fork("test").shuffle(src.test);
   const train = rng.fork("train").shuffle(src.train);
 
   const nPre = take(sizes.pretrainDocs, unsup.length, "data.pretrainDocs");

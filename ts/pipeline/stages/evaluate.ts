@@ -42,7 +42,7 @@ export async function evaluateModel(ctx: PipelineContext, name: string, checkpoi
   await api.loadModel({ handle, spec: modelSpec(cfg, base, { initCheckpoint: checkpoint }) });
   const ev = cfg.eval;
   const g = await generateRows(api, handle, prompts, base.padId, {
-    maxNewTokens: ev.maxNewTokens, minNewTokens: ev.maxNewTokens, temperature: ev.temperature, topK: 0, seed: 12345 + cfg.seed, values: false,
+    maxNewTokens: ev.maxNewTokens, minNewTokens: ev.maxNewTokens, temperature: ev.temperature, topK: 0, seed: 12345 + cfg.data.publicSeed, values: false,
   });
   const rewards = await scoreTexts(api, REWARD_HANDLE, prompts.map((p, i) => [...p, ...g.responses[i]]), base.padId);
   const k = Math.min(ev.samples, prompts.length);

@@ -23,7 +23,7 @@ export interface PretrainResult extends BaseModel {
 
 export function pretrainKey(cfg: Config, corpus: readonly ImdbRecord[]): string {
   const ids = createHash("sha256").update(corpus.map((r) => r.id).join("\n")).digest("hex");
-  const desc = JSON.stringify({ v: 1, tiny: cfg.model.tiny, pretrain: cfg.pretrain, seed: cfg.seed, ids });
+  const desc = JSON.stringify({ v: 1, tiny: cfg.model.tiny, pretrain: cfg.pretrain, seed: cfg.data.publicSeed, ids });
   return createHash("sha256").update(desc).digest("hex").slice(0, 16);
 }
 
@@ -43,11 +43,11 @@ export async function pretrain(api: WorkerApi, cfg: Config, corpus: readonly Imd
   const handle = "pretrain";
   const info = await api.loadModel({
     handle,
-    spec: modelSpec(cfg, { tokenizerDir, checkpoint: "" }, { trainBase: true, lora: false }),
+    spec: modelSpec(cfg, { tokenizerDir, checkpoint: "" }, { trainBase: true, lora: false, initSeed: cfg.data.publicSeed }),
     optimizer: adamw(p.weightDecay),
   });
   const rows = (await tokenizeRows(api, handle, texts, p.seqLen)).filter((r) => r.length >= 2);
-  const rng = new SeededRng(`pretrain/${cfg.seed}`);
+  const rng = new SeededRng(`pretrain/${cfg.data.publicSeed}`);
   progress.start("pretrain", p.steps);
   let loss = NaN;
   let ema = NaN;

@@ -12,7 +12,7 @@ import { SeededRng } from "../../util/rng.js";
 import type { Config } from "../config.js";
 import { cleanReview, type ImdbRecord } from "../data/jsonl.js";
 import { adamw, lrAt, modelSpec, type BaseModel } from "../context.js";
-import { idsBatch, tokenizeRows } from "../tokens.js";
+import { idsBatch, tailChars, tokenizeRows } from "../tokens.js";
 import type { Progress } from "../progress.js";
 
 export const REWARD_HANDLE = "reward";
@@ -32,7 +32,7 @@ export async function trainRewardClassifier(
   cacheDir: string, progress: Progress,
 ): Promise<RewardResult> {
   const ids = createHash("sha256").update([...train, ...heldOut].map((r) => r.id).join("\n")).digest("hex");
-  const key = createHash("sha256").update(JSON.stringify({ v: 1, base: base.checkpoint, r: cfg.reward, seed: cfg.seed, ids })).digest("hex").slice(0, 16);
+  const key = createHash("sha256").update(JSON.stringify({ v: 1, base: base.checkpoint, r: cfg.reward, seed: cfg.data.publicSeed, ids })).digest("hex").slice(0, 16);
   const dir = join(cacheDir, "reward", key);
   const doneFile = join(dir, "done.json");
   if (existsSync(doneFile)) return { ...(JSON.parse(readFileSync(doneFile, "utf8")) as RewardResult), reused: true };
@@ -40,15 +40,15 @@ export async function trainRewardClassifier(
   const t0 = Date.now();
   const r = cfg.reward;
   const handle = "reward-train";
-  await api.loadModel({ handle, spec: modelSpec(cfg, base, { rewardHead: true, trainBase: true }), optimizer: adamw(0.01) });
+  await api.loadModel({ handle, spec: modelSpec(cfg, base, { rewardHead: true, trainBase: true, initSeed: cfg.data.publicSeed }), optimizer: adamw(0.01) });
   const window = async (recs: readonly ImdbRecord[]) => {
     const texts = recs.map((x) => cleanReview(x.text));
     if (r.window === "head") return tokenizeRows(api, handle, texts, r.maxTokens);
-    return (await tokenizeRows(api, handle, texts, 0, 500)).map((row) => row.slice(-r.maxTokens));
+    return (await tokenizeRows(api, handle, texts.map((x) => tailChars(x, r.maxTokens)), 0, 500)).map((row) => row.slice(-r.maxTokens));
   };
   const rows = await window(train);
   const labels = train.map((x) => x.label ?? 0);
-  const rng = new SeededRng(`reward/${cfg.seed}`);
+  const rng = new SeededRng(`reward/${cfg.data.publicSeed}`);
   progress.start("reward", r.steps);
   let ema = NaN;
   let order = rng.shuffle(rows.map((_, i) => i));
