@@ -110,6 +110,9 @@ def _gpt2_tiny(spec, tokenizer, dtype) -> nn.Module:
         n_layer=spec.n_layer, n_head=spec.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        # GPT-2's tanh GELU as one fused op: same function as "gelu_new", and several times faster
+        # under vmap than gelu_new's chain of elementwise ops (per-example gradients).
+        activation_function="gelu_pytorch_tanh",
     )
     return GPT2LMHeadModel._from_config(cfg, attn_implementation="eager", dtype=dtype)
 
