@@ -1,0 +1,40 @@
+"""Model sources (local Hugging Face directory), LoRA dropout under vmap, sampling filters."""
+from __future__ import annotations
+
+import torch
+from conftest import lm_batch, make_model, tiny_spec
+
+from dpalign_worker.engine.dp_step import DpConfig, train_step
+from dpalign_worker.engine.generation import _filter
+from dpalign_worker.engine.models import build_model
+from dpalign_worker.protocol import worker_pb2 as pb
+
+
+def test_local_hf_directory(tok_dir, tmp_path):
+    src = make_model(tok_dir, optimizer=None, lora_rank=0)
+    src.model.lm.save_pretrained(tmp_path)
+    src.tokenizer.save_pretrained(tmp_path)
+    spec = pb.ModelSpec(hf_path=str(tmp_path), lora=pb.LoraSpec(rank=2, alpha=4, target_modules=["c_attn"]),
+                        value_head=True)
+    m = build_model("hf", spec, "cpu", pb.OptimizerSpec(name="sgd", lr=0.1))
+    ids = lm_batch(2)["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(m.model(ids)["logits"], src.model(ids)["logits"], atol=1e-5, rtol=1e-5)
+    r = train_step(m, "causal_lm", lm_batch(3), DpConfig(True, 1.0, 1.0, 3.0, True))
+    assert r.examples == 3 and m.pad_id == src.pad_id
+
+
+def test_lora_dropout_runs_under_vmap(tok_dir):
+    spec = tiny_spec(tok_dir)
+    spec.lora.dropout = 0.1
+    m = build_model("d", spec, "cpu", pb.OptimizerSpec(name="adamw", lr=1e-2))
+    r = train_step(m, "causal_lm", lm_batch(4), DpConfig(True, 1.0, 1.0, 4.0, False, 1), micro_batch_size=2)
+    assert r.examples == 4 and r.grad_norm_quantiles[-1] > 0
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(_filter(logits, 2, 0.0)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(_filter(logits, 0, 0.7)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(_filter(logits, 0, 0.9)).tolist() == [[False, False, False, True]]
+    assert not torch.isinf(_filter(logits, 0, 1.0)).any()
