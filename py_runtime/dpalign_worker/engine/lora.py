@@ -72,7 +72,8 @@ class LoraLayer(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(d_out, cfg.rank, device=w.device, dtype=w.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base_layer(x) + (self.dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scale
+        # scale the rank-r intermediate, not the wide output: fewer elementwise ops
+        return self.base_layer(x) + ((self.dropout(x) @ self.lora_A.t()) * self.scale) @ self.lora_B.t()
 
 
 

@@ -21,7 +21,8 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def causal_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """SFT loss: logits [B, L, V], input_ids [B, L], loss_mask [B, L] (1 where token t is a target;
     the prediction of t uses logits at t-1). Mean negative log-likelihood over targets -> [B]."""
-    lp = token_logprobs(logits[:, :-1], input_ids[:, 1:])
+    # log-softmax over all positions, then drop the last: avoids copying a non-contiguous slice
+    lp = torch.log_softmax(logits.float(), dim=-1)[:, :-1].gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return -masked_mean(lp, loss_mask[:, 1:].to(lp.dtype))
 
 

@@ -75,3 +75,20 @@ def test_bad_checkpoints(tok_dir, tmp_path):
     checkpoint.save(m, str(tmp_path / "ck"))
     with pytest.raises(WorkerError, match="lacks trainable"):
         checkpoint.restore(other, str(tmp_path / "ck"))
+
+
+def test_reward_model_reloads_for_scoring(tok_dir, tmp_path):
+    from conftest import cls_batch
+
+    from dpalign_worker.engine.generation import score
+
+    rm = make_model(tok_dir, reward_head=True)
+    for s in range(2):
+        train_step(rm, "classification", cls_batch(4, seed=s), DpConfig(True, 0.5, 1.0, 4.0, True), lr=5e-2)
+    checkpoint.save(rm, str(tmp_path / "rm"))
+    frozen = make_model(tok_dir, optimizer=None, lora_rank=0, reward_head=True, seed=7,
+                        init_checkpoint=str(tmp_path / "rm"))
+    b = lm_batch(3, seed=1)
+    batch = {"input_ids": b["input_ids"], "lengths": b["lengths"]}
+    torch.testing.assert_close(score(frozen, batch, False, False, True)["rewards"],
+                               score(rm, batch, False, False, True)["rewards"], atol=1e-5, rtol=1e-5)
