@@ -122,7 +122,9 @@ def train_step(m: LoadedModel, loss: str, raw_batch: dict[str, torch.Tensor], dp
     dp.validate()
     objective = get_objective(loss)
     params_cfg = check_loss_params(loss, loss_params or {})
-    batch = {k: v.to(m.device) for k, v in objective.prepare(raw_batch, m.pad_id).items()}
+    # an empty logical batch may come as a TensorBatch without tensors: a valid (noise-only) step
+    prepared = objective.prepare(raw_batch, m.pad_id) if raw_batch else {}
+    batch = {k: v.to(m.device) for k, v in prepared.items()}
     n = batch_size(batch)
     lr = lr or m.optimizer.lr
     acc = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in m.trainable.items()}
@@ -143,7 +145,7 @@ def train_step(m: LoadedModel, loss: str, raw_batch: dict[str, torch.Tensor], dp
         if was_clipped:
             scale(acc, total_norm / dp.max_grad_norm)
         mode, seed, std, frac = "none", 0, 0.0, float(was_clipped)
-        q = [total_norm] * 5
+        q = [total_norm] * 5  # no per-example norms without DP: the batch gradient's norm, five times
         metrics["batch_grad_norm"] = torch.tensor([total_norm])
     m.optimizer.step(acc, lr)
     m.step += 1

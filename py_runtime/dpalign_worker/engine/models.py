@@ -166,14 +166,25 @@ def _hidden_size(lm: nn.Module) -> int:
 
 def build_model(handle: str, spec, device: str, optimizer_spec=None, backend: str = "") -> LoadedModel:
     """Builds a LoadedModel from a ModelSpec protobuf message (or anything with the same fields)."""
-    from . import checkpoint, optim
-    from .tokenizer import load_tokenizer
-
     dtype = DTYPES.get(spec.dtype)
     if dtype is None:
         raise invalid_argument(f"unknown dtype {spec.dtype!r}", supported=",".join(k for k in DTYPES if k))
+    if backend not in ("", "builtin", "opacus"):
+        raise invalid_argument(f"unknown backend {backend!r}", supported="builtin,opacus")
+    if backend == "opacus":
+        from .opacus_backend import require_opacus
+
+        require_opacus()
+    with torch.random.fork_rng(devices=[]):  # seed weight init without touching the caller's RNG
+        torch.manual_seed(int(spec.init_seed))
+        return _build(handle, spec, device, optimizer_spec, backend, dtype)
+
+
+def _build(handle: str, spec, device: str, optimizer_spec, backend: str, dtype) -> LoadedModel:
+    from . import checkpoint, optim
+    from .tokenizer import load_tokenizer
+
     source_kind = spec.WhichOneof("source") if hasattr(spec, "WhichOneof") else None
-    torch.manual_seed(int(spec.init_seed))  # weight init of the tiny model uses the global RNG
     if source_kind == "tiny":
         tok = load_tokenizer(spec.tiny.tokenizer_dir)
         lm = _gpt2_tiny(spec.tiny, tok, dtype)
@@ -215,12 +226,6 @@ def build_model(handle: str, spec, device: str, optimizer_spec=None, backend: st
         backend=backend or "builtin", base_in_checkpoint=bool(spec.train_base) or base_from_ckpt or source_kind == "tiny",
         train_base=bool(spec.train_base),
     )
-    if backend not in ("", "builtin", "opacus"):
-        raise invalid_argument(f"unknown backend {backend!r}", supported="builtin,opacus")
-    if backend == "opacus":
-        from .opacus_backend import require_opacus
-
-        require_opacus()
     if optimizer_spec is not None:
         loaded.optimizer, loaded.optimizer_spec = optim.from_spec(optimizer_spec, trainable)
     return loaded

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..errors import unsupported_model
+from ..errors import WorkerError, unsupported_model
 from .objectives import Objective
 
 
@@ -39,10 +39,12 @@ def per_example_grads(
     fn = vmap(grad(one, has_aux=True), in_dims=(None, 0), randomness="different")
     try:
         grads, (losses, metrics) = fn(detached, batch)
+    except WorkerError:
+        raise
     except Exception as exc:  # find which module cannot run under vmap
-        culprit = locate_failing_module(model, lambda: fn(detached, batch))
-        if culprit is None and not _looks_like_vmap_error(exc):
+        if not _looks_like_vmap_error(exc):
             raise
+        culprit = locate_failing_module(model, lambda: fn(detached, batch))
         raise unsupported_model(
             f"per-example gradients cannot vectorise module {culprit or '<model>'!r} with torch.func.vmap: "
             f"{type(exc).__name__}: {exc}. Rewrite it without data-dependent Python control flow or in-place "

@@ -110,3 +110,15 @@ def test_reward_model_and_errors(ctx, tok_dir):
     with pytest.raises(WorkerError) as e:
         h.load_model(pb.LoadModelRequest(handle="x", spec=tiny_spec(tok_dir), backend="opacus"), ctx)
     assert e.value.code == pb.UNSUPPORTED_MODEL or "opacus" in e.value.message
+
+
+def test_empty_tensor_batch_is_a_noise_only_step(ctx, tok_dir):
+    load(ctx, tok_dir)
+    r = h.train_step(pb.TrainStepRequest(handle="policy", loss="causal_lm", lr=1e-3, dp=pb.DpSpec(
+        enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=2.0, secure_noise=True)), ctx)
+    assert r.examples == 0 and r.step == 1 and r.noise_mode == "secure" and list(r.grad_norm_quantiles) == [0.0] * 5
+    # a loss that needs a head the model lacks is an INVALID_ARGUMENT, also from inside vmap
+    with pytest.raises(WorkerError) as e:
+        h.train_step(pb.TrainStepRequest(handle="policy", loss="ppo", batch=batch_to_proto(ppo_batch(2)),
+                                         dp=pb.DpSpec(enabled=True, max_grad_norm=1.0, expected_batch_size=2.0)), ctx)
+    assert e.value.code == pb.INVALID_ARGUMENT and "value head" in e.value.message
