@@ -38,6 +38,8 @@ def generate(m: LoadedModel, ids: torch.Tensor, lengths: torch.Tensor, max_new_t
         raise invalid_argument("temperature must be >= 0 and top_p in [0, 1]", temperature=temperature, top_p=top_p)
     if return_values and m.model.value_head is None:
         raise invalid_argument("return_values needs a model with a value head")
+    if m.model._plain:
+        raise invalid_argument("generation needs a transformers-style model (KV cache, attention mask, position ids)")
     n, dev = ids.shape[0], m.device
     out = {"response_ids": torch.full((n, max_new_tokens), m.pad_id, dtype=torch.int64),
            "response_lengths": torch.zeros(n, dtype=torch.int64),

@@ -7,6 +7,10 @@ torch.func), scoring and the first generation step:
   want="logits"        -> {"logits"}                 [B, L, V]
   want="logits_values" -> {"logits", "values"}       values [B, L] from the value head
   want="rewards"       -> {"rewards"}                [B, L] reward head at every position
+Entry points return (model, tokenizer): a transformers-style causal LM (forward(input_ids=...,
+use_cache=..., output_hidden_states=...) -> .logits, .hidden_states), or any module whose
+forward(input_ids) returns logits [B, L, V] (then causal_lm training and log-prob scoring
+work; generation and heads need a transformers-style model).
 Inputs are right-padded; without an attention mask a causal model's outputs at real positions do
 not depend on the padding after them, so training and scoring pass no mask.
 """
@@ -40,6 +44,9 @@ class EngineModel(nn.Module):
         # Hugging Face models check `pad_token_id in input_ids` when no mask is given: a Python
         # branch on tensor data that vmap cannot run. Training inputs are right-padded and causal,
         # so no mask is needed; silence the check on these instances.
+        # Models from an entry point need not be transformers models: a plain module whose
+        # forward(input_ids) returns logits works for causal_lm (heads need hidden states).
+        self._plain = not hasattr(lm, "config")
         for mod in lm.modules():
             if hasattr(mod, "warn_if_padding_and_no_attention_mask"):
                 mod.warn_if_padding_and_no_attention_mask = _no_padding_check
@@ -61,6 +68,11 @@ class EngineModel(nn.Module):
         need_values = want == "logits_values"
         if need_values and self.value_head is None:
             raise invalid_argument("this model has no value head (load it with value_head=true)")
+        if self._plain:  # a user module: forward(input_ids) -> logits [B, L, V]
+            if need_values:
+                raise unsupported_model("a value head needs a model that returns hidden_states (a transformers-style output)")
+            out = self.lm(input_ids)
+            return {"logits": out if isinstance(out, torch.Tensor) else out[0]}
         out = self.lm(input_ids=input_ids, use_cache=False, output_hidden_states=need_values, **kw)
         res = {"logits": out.logits}
         if need_values:
@@ -203,7 +215,10 @@ def _build(handle: str, spec, device: str, optimizer_spec, backend: str, dtype) 
     gen = torch.Generator().manual_seed(int(spec.init_seed))
     lora = LoraConfig(int(spec.lora.rank), float(spec.lora.alpha), float(spec.lora.dropout),
                       tuple(spec.lora.target_modules))
-    model = EngineModel(lm, _hidden_size(lm), bool(spec.value_head), bool(spec.reward_head))
+    heads = bool(spec.value_head) or bool(spec.reward_head)
+    if heads and not hasattr(lm, "config"):
+        raise unsupported_model("value and reward heads need a transformers-style model (with .config and hidden_states)")
+    model = EngineModel(lm, _hidden_size(lm) if heads else 0, bool(spec.value_head), bool(spec.reward_head))
     for head in (model.value_head, model.reward_head):
         if head is not None:
             head.reset(gen)

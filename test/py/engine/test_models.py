@@ -38,3 +38,50 @@ def test_top_k_and_top_p_filters():
     assert torch.isinf(_filter(logits, 0, 0.7)).tolist() == [[False, False, True, True]]
     assert torch.isinf(_filter(logits, 0, 0.9)).tolist() == [[False, False, False, True]]
     assert not torch.isinf(_filter(logits, 0, 1.0)).any()
+
+
+class _PlainLM(torch.nn.Module):
+    """Not a transformers model: forward(input_ids) -> logits."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, 16)
+        self.mix = torch.nn.Linear(16, 16)
+        self.out = torch.nn.Linear(16, vocab)
+
+    def forward(self, input_ids):
+        h = self.emb(input_ids)
+        h = h + torch.tanh(self.mix(h.cumsum(1) / torch.arange(1, h.shape[1] + 1).view(1, -1, 1)))
+        return self.out(h)
+
+
+def _plain_factory():
+    from dpalign_worker.engine.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(_plain_factory.tok_dir)
+    return _PlainLM(len(tok)), tok
+
+
+def test_plain_module_entry_point(tok_dir):
+    import sys
+    import types
+
+    from test_per_example import one_at_a_time
+
+    from dpalign_worker.engine.objectives import get_objective
+    from dpalign_worker.engine.per_example import per_example_grads
+
+    _plain_factory.tok_dir = tok_dir
+    sys.modules["dpalign_test_plain"] = types.SimpleNamespace(factory=_plain_factory)
+    spec = pb.ModelSpec(entry_point="dpalign_test_plain:factory",
+                        lora=pb.LoraSpec(rank=2, alpha=2, target_modules=["mix"]))
+    m = build_model("p", spec, "cpu", pb.OptimizerSpec(name="sgd", lr=0.1))
+    assert sorted(m.trainable) == ["lm.mix.lora_A", "lm.mix.lora_B"]
+    with torch.no_grad():
+        m.trainable["lm.mix.lora_B"].normal_()
+    obj = get_objective("causal_lm")
+    batch = obj.prepare(lm_batch(3), m.pad_id)
+    grads, _, _ = per_example_grads(m.model, obj, batch, m.trainable, {})
+    ref = one_at_a_time(m, obj, batch, {})
+    for n in grads:
+        torch.testing.assert_close(grads[n], ref[n], atol=1e-5, rtol=1e-5)
