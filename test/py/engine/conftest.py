@@ -8,6 +8,10 @@ from dpalign_worker.engine.models import build_model
 from dpalign_worker.protocol import worker_pb2 as pb
 from dpalign_worker.registry import WorkerContext
 
+# Tiny models gain nothing from intra-op threads, and on shared CPUs OpenMP threads that wait on
+# each other make the suite many times slower under load.
+torch.set_num_threads(1)
+
 CORPUS = [
     "the movie was great and the acting was wonderful",
     "a terrible film with a boring plot and bad acting",
