@@ -4,11 +4,13 @@
  * the worker reports against what was asked, and the ledger entries (DESIGN.md rule 4) written
  * at each checkpoint for the batches executed since the previous one.
  */
+import { BudgetGuard, PrivacyLedger } from "../privacy/index.js";
 import type { DpSpec, TrainStepReply } from "../transport/messages.js";
 import { BudgetExceededError, DpalignError } from "../util/errors.js";
 import type { StagePlan } from "./plan.js";
 import type { RunDir } from "./run-dir.js";
 
+/** Progress record of a stage (batches.jsonl): which sampled batches ran and were kept. */
 export interface LedgerEntry {
   stage: string;
   mechanism: "sampled_gaussian" | "non_private";
@@ -28,13 +30,25 @@ export interface LedgerEntry {
   time: string;
 }
 
+/** The run's privacy ledger (ts/privacy's PrivacyLedger format) and the stage progress record. */
+export const PRIVACY_LEDGER_FILE = "ledger.jsonl";
+export const BATCHES_FILE = "batches.jsonl";
+
 export class DpStageGuard {
   private executed: number;
   private committed: number;
   private noiseMode = "none";
+  private readonly budget: BudgetGuard | undefined;
+  private readonly ledger: PrivacyLedger;
 
-  constructor(readonly plan: StagePlan, private readonly run: RunDir, private readonly secureNoise: boolean, private readonly noiseSeed: bigint) {
-    const prior = run.readJsonl<LedgerEntry>("ledger.jsonl").filter((e) => e.stage === plan.stage);
+  constructor(
+    readonly plan: StagePlan, private readonly run: RunDir, private readonly secureNoise: boolean, private readonly noiseSeed: bigint,
+    private readonly accountant: "prv" | "rdp" = "prv",
+  ) {
+    const prior = run.readJsonl<LedgerEntry>(BATCHES_FILE).filter((e) => e.stage === plan.stage);
+    // ts/privacy's guard: D1 and D3 are disjoint, so each stage is checked against the target on its own.
+    this.budget = plan.dp ? new BudgetGuard({ targetEpsilon: plan.epsilonTarget, delta: plan.delta, composition: "parallel", accountant }) : undefined;
+    this.ledger = new PrivacyLedger(run.path(PRIVACY_LEDGER_FILE));
     this.committed = prior.reduce((m, e) => Math.max(m, e.toBatch), 0);
     this.executed = this.committed;
   }
@@ -60,6 +74,7 @@ export class DpStageGuard {
         `${this.plan.stage}: batch ${this.executed + 1} would exceed the ${this.plan.sampledBatches} sampled batches calibrated for epsilon ${this.plan.epsilonTarget}; the run stops here`,
       );
     }
+    this.budget?.beforeStep([], this.plan.stage, { q: this.plan.q, sigma: this.plan.sigmaEffective }, this.executed);
   }
 
   /** Checks a step's report against the plan. */
@@ -93,7 +108,13 @@ export class DpStageGuard {
     if (p.dp && this.noiseMode !== "none" && this.noiseMode !== entry.noiseMode) {
       throw new DpalignError("MECHANISM_MISMATCH", `${p.stage}: the worker reports noise mode ${this.noiseMode}, ${entry.noiseMode} was asked`);
     }
-    this.run.appendJsonl("ledger.jsonl", entry);
+    this.run.appendJsonl(BATCHES_FILE, entry);
+    if (p.dp) {
+      this.ledger.append({
+        stage: p.stage, q: p.q, sigma: p.sigma, clip: p.maxGradNorm, steps: this.executed - this.committed, reuse: p.reuse,
+        accountant: this.accountant, seed_mode: this.secureNoise ? "secure" : "fixed",
+      });
+    }
     this.committed = this.executed;
   }
 }

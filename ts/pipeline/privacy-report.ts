@@ -3,6 +3,8 @@
  * D1 and D3 are disjoint, so the stages compose in parallel: the pipeline's epsilon is the
  * largest stage epsilon at the common delta (PAPER.md, DESIGN.md rule 4).
  */
+import { existsSync } from "node:fs";
+import { PrivacyLedger } from "../privacy/index.js";
 import { BudgetExceededError } from "../util/errors.js";
 import type { LedgerEntry } from "./dp-step.js";
 import type { Calibrator, RunPlan } from "./plan.js";
@@ -27,9 +29,11 @@ export interface PrivacyReport {
   target: { epsilon: number; delta: number };
   stages: StagePrivacy[];
   composed: { epsilon: number; delta: number; rule: string };
+  /** The same guarantee recomputed by ts/privacy from the run's PrivacyLedger (parallel composition). */
+  ledgerCheck?: { epsilon: number; perStage: { stage: string; epsilon: number }[] };
 }
 
-export function privacyReport(plan: RunPlan, ledger: readonly LedgerEntry[], cal: Calibrator): PrivacyReport {
+export function privacyReport(plan: RunPlan, ledger: readonly LedgerEntry[], cal: Calibrator, privacyLedgerPath?: string): PrivacyReport {
   const stages: StagePrivacy[] = [];
   for (const sp of [plan.sft, plan.ppo]) {
     const entries = ledger.filter((e) => e.stage === sp.stage);
@@ -44,7 +48,14 @@ export function privacyReport(plan: RunPlan, ledger: readonly LedgerEntry[], cal
       noiseMode: entries.at(-1)?.noiseMode ?? (sp.dp ? "-" : "none"),
     });
   }
+  let ledgerCheck: PrivacyReport["ledgerCheck"];
+  if (plan.dp && privacyLedgerPath && existsSync(privacyLedgerPath)) {
+    const c = new PrivacyLedger(privacyLedgerPath).compose("parallel", plan.delta, plan.accountant);
+    ledgerCheck = { epsilon: c.epsilon, perStage: c.perStage.map((s) => ({ stage: s.stage, epsilon: s.epsilon })) };
+    if (c.epsilon > plan.epsilon * (1 + 1e-6)) throw new BudgetExceededError(`the privacy ledger composes to epsilon ${c.epsilon} > target ${plan.epsilon}`);
+  }
   return {
+    ledgerCheck,
     accountant: plan.accountant,
     target: { epsilon: plan.epsilon, delta: plan.delta },
     stages,

@@ -28,7 +28,7 @@ import { evaluateModel, type ModelEval } from "./stages/evaluate.js";
 import type { StageHooks } from "./stages/common.js";
 import { cutPrompts, tokenizeRows } from "./tokens.js";
 import { privacyReport, type PrivacyReport } from "./privacy-report.js";
-import type { LedgerEntry } from "./dp-step.js";
+import { BATCHES_FILE, PRIVACY_LEDGER_FILE, type LedgerEntry } from "./dp-step.js";
 import { writeReport } from "./report.js";
 
 export const DEFAULT_CACHE_DIR = join(projectRoot, ".dpalign-cache");
@@ -145,7 +145,7 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
       stageWallS.evaluate = (Date.now() - s) / 1000;
       run.markDone("evaluate", { evals });
     }
-    const privacy = privacyReport(plan, run.readJsonl<LedgerEntry>("ledger.jsonl"), accountantCalibrator);
+    const privacy = privacyReport(plan, run.readJsonl<LedgerEntry>(BATCHES_FILE), accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
     run.writeJson("privacy.json", privacy);
     const summary: RunSummary = { runDir: run.dir, plan, pretrain: pre, reward: rm, sft, ppo, evals, privacy, wallS: (Date.now() - t0) / 1000, stageWallS };
     run.writeJson("summary.json", { ...summary, plan: undefined });

@@ -12,6 +12,7 @@ import { runPipeline } from "../../../ts/pipeline/run.js";
 import { runSweep } from "../../../ts/pipeline/sweep.js";
 import { InterruptedError } from "../../../ts/pipeline/stages/common.js";
 import type { LedgerEntry } from "../../../ts/pipeline/dp-step.js";
+import { PrivacyLedger } from "../../../ts/privacy/index.js";
 import { tmpDir, writeTinyImdb } from "./helpers.js";
 
 export const TINY: ConfigInput = {
@@ -55,13 +56,18 @@ describe("pipeline on a very small preset", () => {
     }
     expect(existsSync(join(runDir, "checkpoints", "ppo", "last", "manifest.json"))).toBe(true);
     // the ledger covers exactly the planned batches, and the executed epsilon is within the target
-    const ledger = readFileSync(join(runDir, "ledger.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as LedgerEntry);
+    const ledger = readFileSync(join(runDir, "batches.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as LedgerEntry);
     for (const st of [s.plan.sft, s.plan.ppo]) {
       const got = ledger.filter((e) => e.stage === st.stage).reduce((a, e) => a + e.toBatch - e.fromBatch, 0);
       expect(got).toBe(st.sampledBatches);
     }
     expect(ledger.find((e) => e.stage === "ppo")!.sigma).toBeCloseTo(s.plan.ppo.sigmaEffective * Math.sqrt(2));
     for (const st of s.privacy.stages) expect(st.epsilon).toBeLessThanOrEqual(8 * (1 + 1e-6));
+    // the privacy ledger (ts/privacy format) records every noisy step and composes within the target
+    const priv = new PrivacyLedger(join(runDir, "ledger.jsonl"));
+    expect(priv.totals().map((t) => [t.stage, t.steps])).toEqual([["sft", s.plan.sft.sampledBatches], ["ppo", s.plan.ppo.sampledBatches]]);
+    expect(priv.read().find((r) => r.stage === "ppo")!.reuse).toBe(2);
+    expect(s.privacy.ledgerCheck!.epsilon).toBeLessThanOrEqual(8 * (1 + 1e-6));
     expect(readFileSync(join(runDir, "report.md"), "utf8")).toMatch(/pretrained \(eps = 0\)/);
     // a second run reuses the cached pretrained model and classifier
     const again = await runPipeline({ cfg: { ...cfg, seed: 1 }, runDir: join(tmpDir(), "run2"), dataDir, cacheDir, api });
@@ -74,7 +80,7 @@ describe("pipeline on a very small preset", () => {
     const runDir = join(tmpDir(), "run");
     await expect(runPipeline({ cfg, runDir, dataDir, cacheDir, api, hooks: { stopAfter: { stage: "sft", batches: 2 } } })).rejects.toBeInstanceOf(InterruptedError);
     expect(existsSync(join(runDir, "stages", "sft.json"))).toBe(false);
-    const before = readFileSync(join(runDir, "ledger.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as LedgerEntry);
+    const before = readFileSync(join(runDir, "batches.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as LedgerEntry);
     expect(before.reduce((a, e) => a + e.toBatch - e.fromBatch, 0)).toBe(2);
     const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
     const sftSteps = readFileSync(join(runDir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l)).filter((m) => m.stage === "sft").map((m) => m.step);

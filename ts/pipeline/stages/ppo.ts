@@ -34,7 +34,7 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   await api.loadModel({ handle: POLICY, spec: modelSpec(ctx.cfg, base, { lora: true, valueHead: true, initCheckpoint: sftCheckpoint }), optimizer: adamw(0) });
   await api.loadModel({ handle: REF, spec: modelSpec(ctx.cfg, base, { initCheckpoint: sftCheckpoint }) });
   const rng = ctx.rng.fork("ppo");
-  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild());
+  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant);
   const resumeFrom = lastCheckpoint(ctx, "ppo");
   if (guard.done > 0 && resumeFrom) {
     await api.loadCheckpoint({ handle: POLICY, dir: resumeFrom });

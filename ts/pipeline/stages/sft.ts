@@ -36,7 +36,7 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
   const { api, run } = ctx;
   await api.loadModel({ handle: SFT_HANDLE, spec: modelSpec(ctx.cfg, ctx.base, { lora: true }), optimizer: adamw(sft.weightDecay) });
   const rng = ctx.rng.fork("sft");
-  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild());
+  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant);
   const resumeFrom = lastCheckpoint(ctx, "sft");
   if (guard.done > 0 && resumeFrom) {
     await api.loadCheckpoint({ handle: SFT_HANDLE, dir: resumeFrom });
