@@ -39,9 +39,7 @@ export function lmBatch(rows: readonly (readonly number[])[], pad: number): Tens
 
 /** Prompt prefixes: row i cut to a length drawn uniformly from [min, max] (fixed by the rng). */
 export function cutPrompts(rows: readonly (readonly number[])[], [min, max]: readonly [number, number], rng: SeededRng): number[][] {
-  return rows
-    .map((r) => r.slice(0, Math.min(r.length, min + rng.int(max - min + 1))))
-    .map((r) => r);
+  return rows.map((r) => r.slice(0, Math.min(r.length, min + rng.int(max - min + 1))));
 }
 
 /** Rows of a generate / score reply, cut to their lengths. */

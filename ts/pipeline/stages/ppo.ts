@@ -57,7 +57,7 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
     const flat = groups.flat();
     const [lo, hi] = ppo.responseTokens;
     const respLen = lo + rng.fork(`resp/${round}`).int(hi - lo + 1);
-    const roll = await rollout(api, ctx.cfg, ppo, dp, POLICY, REF, flat.map((i) => d3Prompts[i]), base.padId, kl.value(), respLen, Number(rng.fork(`gen/${round}`).seedForChild() >> 12n));
+    const roll = await rollout(api, ppo, dp, POLICY, REF, flat.map((i) => d3Prompts[i]), base.padId, kl.value(), respLen, Number(rng.fork(`gen/${round}`).seedForChild() >> 12n));
     const metrics = { score: 0, kl: 0, loss: 0, clipfrac: 0, steps: 0 };
     const step1 = async (rows: number[]) => {
       const r = await api.trainStep({

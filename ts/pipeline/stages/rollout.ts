@@ -55,7 +55,7 @@ export function queryResponseBatch(queries: readonly (readonly number[])[], resp
 }
 
 export async function rollout(
-  api: WorkerApi, cfg: Config, ppo: Config["ppo"], dp: boolean, policy: string, ref: string, queries: number[][],
+  api: WorkerApi, ppo: Config["ppo"], dp: boolean, policy: string, ref: string, queries: number[][],
   pad: number, beta: number, respLen: number, seed: number,
 ): Promise<Rollout> {
   if (queries.length === 0) return { queries, responses: [], logprobs: [], values: [], advantages: [], returns: [], scores: [], kl: [] };
@@ -70,7 +70,6 @@ export async function rollout(
   const scores = normalizeScores(raw, ppo.rewardNormalization, { dp }, { mean: ppo.rewardMean, std: ppo.rewardStd });
   const shaped = klShapedRewards(scores, g.logprobs, refLogprobs, beta);
   const { advantages, returns } = gae(shaped.rewards, g.values, ppo.gamma, ppo.lam);
-  void cfg;
   return {
     queries, responses: g.responses, logprobs: g.logprobs, values: g.values,
     advantages: whiten(advantages, ppo.whitenAdvantages, { dp }), returns, scores: raw, kl: shaped.kl,
