@@ -136,7 +136,7 @@ describe("fetch: archive conversion", () => {
     expect(train.map((r) => r.id)).toEqual(["train/pos/0", "train/pos/1", "train/neg/0"]);
     expect(train[1]).toEqual({ id: "train/pos/1", text: "Great film.<br />Loved it", label: 1, rating: 9 });
     const unsup = await readJsonl(join(out, "imdb", "unsup.jsonl.gz"), imdbValidator(false));
-    expect(unsup).toEqual([{ id: "unsup/unsup/0", text: "Unlabeled text" }]);
+    expect(unsup).toEqual([{ id: "train/unsup/0", text: "Unlabeled text" }]);
   });
   it("refuses a truncated or review-less archive", async () => {
     const dir = tmpDir();

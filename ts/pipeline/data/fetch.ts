@@ -16,7 +16,7 @@ export const IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v
 
 const ENTRY = /(?:^|\/)(train|test)\/(pos|neg|unsup)\/(\d+)_(\d+)\.txt$/;
 
-interface Parsed { split: "train" | "test" | "unsup"; label: "pos" | "neg" | "unsup"; index: number; rating: number; text: string }
+interface Parsed { dir: "train" | "test"; split: "train" | "test" | "unsup"; label: "pos" | "neg" | "unsup"; index: number; rating: number; text: string }
 
 /** Converts an archive into `<outDir>/imdb/{train,test,unsup}.jsonl.gz`; returns record counts. */
 export async function convertImdbArchive(archive: string, outDir: string): Promise<Record<string, number>> {
@@ -27,7 +27,7 @@ export async function convertImdbArchive(archive: string, outDir: string): Promi
     if (!m) return;
     const label = m[2] as Parsed["label"];
     const split = label === "unsup" ? "unsup" : (m[1] as "train" | "test");
-    found.push({ split, label, index: Number(m[3]), rating: Number(m[4]), text: e.data.toString("utf8") });
+    found.push({ dir: m[1] as "train" | "test", split, label, index: Number(m[3]), rating: Number(m[4]), text: e.data.toString("utf8") });
   });
   if (found.length === 0) throw new DataError(`${archive}: no review files (<split>/<pos|neg|unsup>/<index>_<rating>.txt) in the archive`);
   const order = { pos: 0, neg: 1, unsup: 2 } as const;
@@ -40,7 +40,8 @@ export async function convertImdbArchive(archive: string, outDir: string): Promi
     counts[split] = recs.length;
     if (recs.length === 0) continue;
     const lines = recs.map((p) => {
-      const r: ImdbRecord = { id: `${split}/${p.label}/${p.index}`, text: p.text };
+      // ids as in ../shared/data/imdb: <directory in the archive>/<pos|neg|unsup>/<index> (unsup lives in train/).
+      const r: ImdbRecord = { id: `${p.dir}/${p.label}/${p.index}`, text: p.text };
       if (p.label !== "unsup") {
         r.label = p.label === "pos" ? 1 : 0;
         r.rating = p.rating;
