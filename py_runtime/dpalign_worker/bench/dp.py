@@ -7,7 +7,8 @@ For each of LoRA (rank 4 on c_attn) and full fine-tuning it times the DP step (p
 gradients, clipping, noise, DP-AdamW) and the non-private step (ordinary mini-batch gradient,
 AdamW) on the same causal-LM batch, interleaved so both see the same machine load (best of
 --reps), reports the ratio, and the peak memory (CUDA: the step's peak allocation above what was
-resident before it; CPU: the process's peak resident set so far, which only grows).
+resident before it; CPU: the peak resident set of a fresh process that builds the model and runs
+two steps of that kind, import overhead included).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import gc
 import importlib
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,7 +79,7 @@ def _time(fn, reps: int, device: str) -> float:
     return min(times)
 
 
-def run(args) -> list[dict]:
+def _setup(args):
     preset = PRESETS[args.preset]
     tok_dir = tempfile.mkdtemp(prefix="dpalign-bench-tok-")
     texts = [f"sample text number {i} about movies, acting and plots" for i in range(200)]
@@ -87,15 +89,44 @@ def run(args) -> list[dict]:
     # the entry point imports this module by name (not as __main__): configure that copy
     importlib.import_module("dpalign_worker.bench.dp")._CURRENT.update(preset=preset, tokenizer=load_tokenizer(tok_dir))
     n, length = args.batch or preset[5], args.seq_len or preset[6]
-    batch = _batch(n, length, preset[4])
-    dp = DpConfig(True, 1.0, 1.0, float(n), True)
-    nodp = DpConfig(False, 0.0, 0.0, 0.0)
+    return n, length, _batch(n, length, preset[4])
+
+
+def _spec(mode: str, device: str) -> pb.ModelSpec:
+    return pb.ModelSpec(entry_point="dpalign_worker.bench.dp:_factory", device=device,
+                        lora=pb.LoraSpec(rank=4, alpha=8, target_modules=["c_attn"]) if mode == "lora" else None,
+                        train_base=mode == "full")
+
+
+def _configs(n: int) -> dict[str, DpConfig]:
+    return {"nonprivate": DpConfig(False, 0.0, 0.0, 0.0), "dp": DpConfig(True, 1.0, 1.0, float(n), True)}
+
+
+def _cpu_peak_in_child(args, mode: str, kind: str) -> float:
+    """Peak RSS of a fresh process that builds one model and runs two steps of one kind."""
+    cmd = [sys.executable, "-m", "dpalign_worker.bench.dp", "--preset", args.preset, "--device", args.device,
+           "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--micro-batch", str(args.micro_batch),
+           "--threads", str(args.threads), "--mem-probe", f"{mode}:{kind}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _mem_probe(args) -> None:
+    mode, kind = args.mem_probe.split(":")
+    n, _, batch = _setup(args)
+    m = build_model("bench", _spec(mode, args.device), args.device, pb.OptimizerSpec(name="adamw", lr=1e-4))
+    for _ in range(2):
+        train_step(m, "causal_lm", batch, _configs(n)[kind], args.micro_batch, 1e-4)
+    print(round(_peak_mb(args.device), 1))
+
+
+def run(args) -> list[dict]:
+    n, length, batch = _setup(args)
+    configs = _configs(n)
     rows = []
     cuda = args.device.startswith("cuda")
     for mode in ("lora", "full"):
-        spec = pb.ModelSpec(entry_point="dpalign_worker.bench.dp:_factory", device=args.device,
-                            lora=pb.LoraSpec(rank=4, alpha=8, target_modules=["c_attn"]) if mode == "lora" else None,
-                            train_base=mode == "full")
+        spec = _spec(mode, args.device)
         res = {"preset": args.preset, "device": args.device, "mode": mode, "batch": n, "seq_len": length,
                "micro_batch": args.micro_batch}
         gc.collect()
@@ -104,7 +135,7 @@ def run(args) -> list[dict]:
         res["trainable_parameters"] = sum(p.numel() for p in models["dp"].trainable.values())
         res["total_parameters"] = sum(p.numel() for p in models["dp"].model.parameters())
         steps = {name: (lambda m=models[name], cfg=cfg: train_step(m, "causal_lm", batch, cfg, args.micro_batch, 1e-4))
-                 for name, cfg in (("nonprivate", nodp), ("dp", dp))}
+                 for name, cfg in configs.items()}
         for _ in range(args.warmup):
             for fn in steps.values():
                 fn()
@@ -122,7 +153,7 @@ def run(args) -> list[dict]:
                 torch.cuda.synchronize()
                 res[f"{name}_peak_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
             else:
-                res[f"{name}_peak_mb"] = round(_peak_mb(args.device), 1)
+                res[f"{name}_peak_mb"] = _cpu_peak_in_child(args, mode, name)
         del models, steps
         res["ratio"] = res["dp_s"] / res["nonprivate_s"]
         rows.append(res)
@@ -140,15 +171,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    ap.add_argument("--mem-probe", default="", help=argparse.SUPPRESS)  # internal: MODE:KIND in a fresh process
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.mem_probe:
+        _mem_probe(args)
+        return
     rows = run(args)
     if args.json:
         for r in rows:
             print(json.dumps(r))
         return
-    mem = "step peak MB above resident weights" if args.device.startswith("cuda") else "process peak RSS MB"
+    mem = "step peak MB above resident weights" if args.device.startswith("cuda") else "peak RSS MB of a fresh process"
     print(f"dpalign bench:dp  preset={args.preset} device={args.device} batch={rows[0]['batch']} "
           f"seq_len={rows[0]['seq_len']} micro_batch={args.micro_batch or 'all'} torch={torch.__version__} "
           f"threads={torch.get_num_threads()}")
