@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import invalid_argument, not_found
-from .lora import canonical_name, delta_weight
+from .lora import canonical_name, delta_weight, parts_for
 
 FORMAT = "dpalign-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -130,7 +130,8 @@ def init_from_checkpoint(model, ckpt_dir: str) -> bool:
         wname = prefix + ".weight"
         if wname not in params:
             raise invalid_argument(f"cannot merge LoRA adapter {prefix!r}: no base weight {wname!r}")
-        delta = delta_weight(target, ab["lora_A"].float(), ab["lora_B"].float(), scale)
+        parts = parts_for(prefix, tuple(lora.get("target_modules") or ()))
+        delta = delta_weight(target, ab["lora_A"].float(), ab["lora_B"].float(), scale, parts)
         with torch.no_grad():
             params[wname].add_(delta.to(params[wname]))
         base_loaded = True

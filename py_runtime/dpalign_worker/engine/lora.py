@@ -4,6 +4,10 @@ A wrapped layer computes base(x) + scale * dropout(x) A^T B^T, scale = alpha / r
 [rank, in] (Kaiming-uniform) and B [out, rank] (zeros), so a fresh adapter is the identity. The
 wrapped layer keeps the original module as `base_layer`; `canonical_name` strips that segment so
 checkpoints name base weights as in the unwrapped model.
+
+A target may select parts of a fused projection: GPT-2's `c_attn` computes query, key and value in
+one layer, so `c_attn[q,v]` adapts only the query and value thirds of its output (the paper's
+"rank 4 on attention query and value"); plain `c_attn` adapts all three.
 """
 from __future__ import annotations
 
@@ -35,6 +39,33 @@ class LoraConfig:
         return {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "target_modules": list(self.target_modules)}
 
 
+FUSED_PARTS = ("q", "k", "v")  # output order of a fused attention projection (GPT-2's c_attn)
+
+
+def parse_target(target: str) -> tuple[str, tuple[int, ...] | None]:
+    """'c_attn[q,v]' -> ('c_attn', (0, 2)); 'q_proj' -> ('q_proj', None)."""
+    t = target.strip()
+    if not t.endswith("]"):
+        return t, None
+    name, _, sel = t[:-1].partition("[")
+    parts = [p.strip() for p in sel.split(",") if p.strip()]
+    bad = [p for p in parts if p not in FUSED_PARTS]
+    if not name or not parts or bad or len(set(parts)) != len(parts):
+        raise invalid_argument(
+            f"LoRA target {target!r}: write NAME[parts] with parts from {','.join(FUSED_PARTS)}, e.g. c_attn[q,v]"
+        )
+    return name, tuple(sorted(FUSED_PARTS.index(p) for p in parts))
+
+
+def parts_for(module_name: str, targets: tuple[str, ...]) -> tuple[int, ...] | None:
+    """The fused-output parts selected for a wrapped module (None: the whole output)."""
+    for t in targets:
+        name, parts = parse_target(t)
+        if module_name == name or module_name.endswith("." + name):
+            return parts
+    return None
+
+
 def _conv1d_type():
     try:
         from transformers.pytorch_utils import Conv1D
@@ -56,11 +87,18 @@ def layer_dims(module: nn.Module) -> tuple[int, int, bool] | None:
 
 
 class LoraLayer(nn.Module):
-    def __init__(self, base_layer: nn.Module, cfg: LoraConfig, generator: torch.Generator) -> None:
+    def __init__(self, base_layer: nn.Module, cfg: LoraConfig, generator: torch.Generator,
+                 parts: tuple[int, ...] | None = None) -> None:
         super().__init__()
         dims = layer_dims(base_layer)
         assert dims is not None
         d_in, d_out, _ = dims
+        self.parts = parts
+        if parts is not None:
+            if d_out % len(FUSED_PARTS):
+                raise invalid_argument(f"cannot split an output of {d_out} features into {len(FUSED_PARTS)} fused parts")
+            self.chunk = d_out // len(FUSED_PARTS)
+            d_out = self.chunk * len(parts)
         self.base_layer = base_layer
         self.scale = cfg.scale
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
@@ -73,21 +111,36 @@ class LoraLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # scale the rank-r intermediate, not the wide output: fewer elementwise ops
-        return self.base_layer(x) + ((self.dropout(x) @ self.lora_A.t()) * self.scale) @ self.lora_B.t()
+        delta = ((self.dropout(x) @ self.lora_A.t()) * self.scale) @ self.lora_B.t()
+        if self.parts is not None:
+            # Scatter the selected parts' updates into the fused output, zeros elsewhere (no
+            # in-place writes, so torch.func can vectorise it).
+            pieces = delta.split(self.chunk, dim=-1)
+            zeros = delta.new_zeros(*delta.shape[:-1], self.chunk)
+            delta = torch.cat([pieces[self.parts.index(i)] if i in self.parts else zeros for i in range(len(FUSED_PARTS))], dim=-1)
+        return self.base_layer(x) + delta
 
 
 
-def delta_weight(base_layer: nn.Module, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+def delta_weight(base_layer: nn.Module, a: torch.Tensor, b: torch.Tensor, scale: float,
+                 parts: tuple[int, ...] | None = None) -> torch.Tensor:
     """The adapter's update B A * scale in the base layer's weight layout (for merging)."""
     dims = layer_dims(base_layer)
     if dims is None:
         raise invalid_argument(f"cannot merge a LoRA adapter into a {type(base_layer).__name__}")
+    if parts is not None:
+        chunk = dims[1] // len(FUSED_PARTS)
+        full = b.new_zeros(dims[1], b.shape[1])
+        for j, i in enumerate(parts):
+            full[i * chunk:(i + 1) * chunk] = b[j * chunk:(j + 1) * chunk]
+        b = full
     d = (b @ a) * scale
     return d.t() if dims[2] else d
 
 
 def _matches(name: str, targets: tuple[str, ...]) -> bool:
-    return any(name == t or name.endswith("." + t) for t in targets)
+    names = [parse_target(t)[0] for t in targets]
+    return any(name == t or name.endswith("." + t) for t in names)
 
 
 def apply_lora(model: nn.Module, cfg: LoraConfig, generator: torch.Generator) -> list[str]:
@@ -103,7 +156,7 @@ def apply_lora(model: nn.Module, cfg: LoraConfig, generator: torch.Generator) ->
             )
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoraLayer(module, cfg, generator))
+        setattr(parent, child, LoraLayer(module, cfg, generator, parts_for(name, cfg.target_modules)))
         wrapped.append(name)
     if not wrapped:
         candidates = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if layer_dims(m) is not None})
