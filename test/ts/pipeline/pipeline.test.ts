@@ -73,7 +73,7 @@ describe("pipeline on a very small preset", () => {
     const again = await runPipeline({ cfg: { ...cfg, seed: 1 }, runDir: join(tmpDir(), "run2"), dataDir, cacheDir, api });
     expect(again.pretrain.reused).toBe(true);
     expect(again.reward.reused).toBe(true);
-  });
+  }, 120_000);
 
   it("resumes an interrupted stage from its last checkpoint without re-running or re-accounting batches", async () => {
     const cfg = parseConfig({ ...TINY, sft: { batchSize: 5, epochs: 1, maxTokens: 16 } });
@@ -89,7 +89,7 @@ describe("pipeline on a very small preset", () => {
     expect(sftPrivacy.batchesExecuted).toBe(s.plan.sft.sampledBatches);
     // a run directory made with another config is refused
     await expect(runPipeline({ cfg: { ...cfg, seed: 5 }, runDir, dataDir, cacheDir, api })).rejects.toThrow(/different config/);
-  });
+  }, 120_000);
 
   it("sweeps an epsilon grid, skips complete runs, and writes the table", async () => {
     const cfg = parseConfig({ ...TINY, sweep: { epsilons: ["inf", 8], seeds: [1] }, nonPrivate: { ppo: { whitenAdvantages: "batch", klControl: "adaptive" } } });
@@ -102,5 +102,5 @@ describe("pipeline on a very small preset", () => {
     expect(second.cells).toEqual(first.cells);
     expect(readFileSync(join(root, "eps8-seed1", "summary.json"), "utf8")).toBe(mtime);
     expect(existsSync(join(root, "table.json"))).toBe(true);
-  });
+  }, 120_000);
 });
