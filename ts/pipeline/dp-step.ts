@@ -95,6 +95,19 @@ export class DpStageGuard {
     this.executed++;
   }
 
+  /**
+   * On resume: `inCheckpoint` batches are in the checkpoint being restored. A process stopped
+   * between writing a checkpoint and its ledger entry leaves more batches in the model than in the
+   * ledger; they ran, so they are accounted now. Fewer cannot happen (the ledger follows the checkpoint).
+   */
+  reconcile(inCheckpoint: number): void {
+    if (inCheckpoint < this.committed) {
+      throw new DpalignError("RESUME_MISMATCH", `${this.plan.stage}: the ledger records ${this.committed} batches but the checkpoint holds ${inCheckpoint}; delete the run directory and start again`);
+    }
+    this.executed = inCheckpoint;
+    this.commit();
+  }
+
   /** Appends the ledger entry for the batches executed since the last commit (call after a checkpoint). */
   commit(): void {
     if (this.executed === this.committed) return;

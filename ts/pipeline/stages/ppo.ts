@@ -6,6 +6,7 @@
  * rollout batches from shuffled passes, K epochs of shuffled mini-batches, whitening allowed.
  */
 import { createKlController } from "../../rl/index.js";
+import { DpalignError } from "../../util/errors.js";
 import { effectiveStages } from "../config.js";
 import { adamw, modelSpec, type PipelineContext } from "../context.js";
 import { DpStageGuard } from "../dp-step.js";
@@ -36,8 +37,12 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   const rng = ctx.rng.fork("ppo");
   const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant);
   const resumeFrom = lastCheckpoint(ctx, "ppo");
-  if (guard.done > 0 && resumeFrom) {
-    await api.loadCheckpoint({ handle: POLICY, dir: resumeFrom });
+  if (!resumeFrom && guard.done > 0) {
+    throw new DpalignError("RESUME_MISMATCH", `ppo: the ledger records ${guard.done} batches but the stage's checkpoint is missing; delete the run directory and start again`);
+  }
+  if (resumeFrom) {
+    const info = await api.loadCheckpoint({ handle: POLICY, dir: resumeFrom });
+    guard.reconcile(Number(info.metadata.batches ?? 0));
     ctx.progress.log(`ppo: resuming after batch ${guard.done} of ${plan.sampledBatches}`);
   }
   const kl = createKlController(ppo, { dp });

@@ -4,6 +4,7 @@
  * `checkpointEvery` batches, so an interrupted stage resumes where its last checkpoint left it.
  */
 import { SeededRng } from "../../util/rng.js";
+import { DpalignError } from "../../util/errors.js";
 import { effectiveStages } from "../config.js";
 import { adamw, lrAt, modelSpec, type PipelineContext } from "../context.js";
 import { DpStageGuard } from "../dp-step.js";
@@ -38,8 +39,12 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
   const rng = ctx.rng.fork("sft");
   const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant);
   const resumeFrom = lastCheckpoint(ctx, "sft");
-  if (guard.done > 0 && resumeFrom) {
-    await api.loadCheckpoint({ handle: SFT_HANDLE, dir: resumeFrom });
+  if (!resumeFrom && guard.done > 0) {
+    throw new DpalignError("RESUME_MISMATCH", `sft: the ledger records ${guard.done} batches but the stage's checkpoint is missing; delete the run directory and start again`);
+  }
+  if (resumeFrom) {
+    const info = await api.loadCheckpoint({ handle: SFT_HANDLE, dir: resumeFrom });
+    guard.reconcile(Number(info.metadata.batches ?? 0));
     ctx.progress.log(`sft: resuming after batch ${guard.done} of ${plan.sampledBatches}`);
   }
   const every = ctx.cfg.checkpointEvery;
