@@ -8,7 +8,7 @@ import { printSummary } from "./run.js";
 export function register(cli: Argv): Argv {
   return cli.command(
     "demo",
-    "The whole pipeline at epsilon = 4 on a 2-core CPU in about 10 minutes (first-time pre-training included): configs/demo.yaml",
+    "The whole pipeline at epsilon = 4 on a 2-core CPU in about 4 minutes, at most 10 (first-time pre-training included): configs/demo.yaml",
     (y) => y.options(commonOptions).option("run-dir", { type: "string", describe: "run directory (default runs/demo-eps4-seed0)" }),
     async (args) => {
       const cfg = loadWithOverrides(join(CONFIG_DIR, "demo.yaml"), args.set as string[]);
