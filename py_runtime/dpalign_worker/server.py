@@ -31,6 +31,26 @@ from .security import CurveConfig, enable_curve_server, is_loopback_endpoint
 class InsecureEndpointError(RuntimeError):
     pass
 
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits, n = n & 0x7F, n >> 7
+        out.append(bits | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+_RESULT_TAGS = {f.name: _varint((f.number << 3) | 2) for f in pb.Reply.DESCRIPTOR.oneofs_by_name["result"].fields}
+
+
+def encode_result(request_id: int, method: str, result: Message) -> bytes:
+    """Serializes Reply(id, <method>=result) without copying `result` into a Reply first: a
+    message field on the wire is its tag, its length and its bytes, and protobuf allows fields in
+    any order, so the envelope's bytes and the result's bytes can simply be joined."""
+    body = result.SerializeToString()
+    return pb.Reply(id=request_id).SerializeToString() + _RESULT_TAGS[method] + _varint(len(body)) + body
+
 log = logging.getLogger("dpalign_worker")
 
 PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
@@ -87,30 +107,25 @@ class WorkerServer:
         return sock
 
     def _run_handler(self, identity: bytes, request_id: int, method: str, body: Message) -> None:
-        reply = self._execute(request_id, method, body)
-        self._push().send_multipart([identity, reply.SerializeToString()])
+        self._push().send_multipart([identity, self._execute(request_id, method, body)])
 
-    def _execute(self, request_id: int, method: str, body: Message) -> pb.Reply:
-        reply = pb.Reply(id=request_id)
+    def _execute(self, request_id: int, method: str, body: Message) -> bytes:
+        """Runs a handler and returns the serialized Reply (result or typed error)."""
         fn = HANDLERS.get(method)
         if fn is None:
             err = WorkerError(pb.UNKNOWN_METHOD, f"this worker does not implement {method!r}", supported=",".join(sorted(HANDLERS)))
-            reply.error.CopyFrom(err.to_proto())
-            return reply
+            return pb.Reply(id=request_id, error=err.to_proto()).SerializeToString()
         try:
-            result = fn(body, self.ctx)
-            getattr(reply, method).CopyFrom(result)
+            return encode_result(request_id, method, fn(body, self.ctx))
         except WorkerError as e:
-            reply.error.CopyFrom(e.to_proto())
+            error = e.to_proto()
         except MemoryError as e:
-            reply.error.CopyFrom(pb.Error(code=pb.RESOURCE_EXHAUSTED, message=f"out of memory in {method}: {e}"))
+            error = pb.Error(code=pb.RESOURCE_EXHAUSTED, message=f"out of memory in {method}: {e}")
         except Exception as e:  # every other failure still answers, with the traceback for tools
             log.exception("request %d (%s) failed", request_id, method)
             code = pb.RESOURCE_EXHAUSTED if "out of memory" in str(e).lower() else pb.INTERNAL
-            reply.error.CopyFrom(
-                pb.Error(code=code, message=f"{type(e).__name__} in {method}: {e}", details={"traceback": traceback.format_exc()})
-            )
-        return reply
+            error = pb.Error(code=code, message=f"{type(e).__name__} in {method}: {e}", details={"traceback": traceback.format_exc()})
+        return pb.Reply(id=request_id, error=error).SerializeToString()
 
     # -- the I/O loop ----------------------------------------------------------------------------
     def _send(self, identity: bytes, reply: pb.Reply) -> None:
@@ -145,7 +160,7 @@ class WorkerServer:
         if method == "handshake":
             self._handshake(identity, req.id, body)
         elif method in INLINE_METHODS:
-            self._send(identity, self._execute(req.id, method, body))
+            self.router.send_multipart([identity, self._execute(req.id, method, body)])
             if method == "shutdown":
                 self.stopping = True
         else:

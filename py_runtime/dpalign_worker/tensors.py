@@ -58,20 +58,21 @@ def from_proto(m: pb.Tensor, name: str = "tensor") -> torch.Tensor:
         raise invalid_argument(f"{name}: negative dimension in shape {shape}")
     numel = int(np.prod(shape)) if shape else 1
     itemsize = torch.empty((), dtype=dtype).element_size()
-    if len(m.data) != numel * itemsize:
+    data = m.data  # each access copies the bytes out of the message: read it once
+    if len(data) != numel * itemsize:
         raise invalid_argument(
-            f"{name}: {len(m.data)} bytes do not match dtype {m.dtype} and shape {list(shape)} "
+            f"{name}: {len(data)} bytes do not match dtype {m.dtype} and shape {list(shape)} "
             f"({numel * itemsize} bytes expected)"
         )
     if numel == 0:
         return torch.empty(shape, dtype=dtype)
-    # m.data hands out a fresh bytes object that nothing else references, so the tensor may own
+    # `data` is a fresh bytes object that nothing else references, so the tensor may own
     # its memory without another copy (torch warns because bytes are nominally immutable).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if dtype == torch.bfloat16:
-            return torch.frombuffer(m.data, dtype=torch.int16).view(torch.bfloat16).reshape(shape)
-        return torch.frombuffer(m.data, dtype=dtype).reshape(shape)
+            return torch.frombuffer(data, dtype=torch.int16).view(torch.bfloat16).reshape(shape)
+        return torch.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def batch_to_proto(tensors: Mapping[str, torch.Tensor]) -> pb.TensorBatch:

@@ -159,3 +159,14 @@ def test_worker_exits_when_its_parent_dies(tmp_path):
         time.sleep(0.1)
     os.kill(worker_pid, signal.SIGKILL)
     pytest.fail("worker outlived its parent by 10 s")
+
+
+def test_spliced_reply_equals_a_built_one():
+    from dpalign_worker.server import encode_result
+
+    result = pb.EchoReply(payload=b"x" * 300, batch=batch_to_proto({"t": torch.arange(50.0)}))
+    spliced = pb.Reply()
+    spliced.ParseFromString(encode_result(2**40, "echo", result))
+    built = pb.Reply(id=2**40)
+    built.echo.CopyFrom(result)
+    assert spliced == built

@@ -95,18 +95,27 @@ export class Tensor {
     if (bytes.byteLength !== n * ITEM_SIZE[dtype]) {
       throw new RangeError(`${bytes.byteLength} bytes do not match dtype ${dtype} and shape [${shape.join(", ")}]`);
     }
-    // Copy into a fresh, aligned buffer: protobuf hands out views at arbitrary offsets.
-    const buf = new ArrayBuffer(bytes.byteLength);
-    new Uint8Array(buf).set(bytes);
+    // Typed arrays need an offset that is a multiple of the item size: a view when protobuf's
+    // slice happens to be aligned (no copy of a large tensor), else a copy into a fresh buffer.
+    let buf: ArrayBufferLike;
+    let offset: number;
+    if (bytes.byteOffset % ITEM_SIZE[dtype] === 0) {
+      buf = bytes.buffer;
+      offset = bytes.byteOffset;
+    } else {
+      buf = new ArrayBuffer(bytes.byteLength);
+      new Uint8Array(buf).set(bytes);
+      offset = 0;
+    }
     const storage: Storage =
-      dtype === "float32" ? new Float32Array(buf)
-      : dtype === "float64" ? new Float64Array(buf)
-      : dtype === "int64" ? new BigInt64Array(buf)
-      : dtype === "int32" ? new Int32Array(buf)
-      : dtype === "int16" ? new Int16Array(buf)
-      : dtype === "int8" ? new Int8Array(buf)
-      : dtype === "float16" || dtype === "bfloat16" ? new Uint16Array(buf)
-      : new Uint8Array(buf);
+      dtype === "float32" ? new Float32Array(buf, offset, n)
+      : dtype === "float64" ? new Float64Array(buf, offset, n)
+      : dtype === "int64" ? new BigInt64Array(buf, offset, n)
+      : dtype === "int32" ? new Int32Array(buf, offset, n)
+      : dtype === "int16" ? new Int16Array(buf, offset, n)
+      : dtype === "int8" ? new Int8Array(buf, offset, n)
+      : dtype === "float16" || dtype === "bfloat16" ? new Uint16Array(buf, offset, n)
+      : new Uint8Array(buf, offset, n);
     return new Tensor(dtype, shape, storage);
   }
 }

@@ -6,7 +6,7 @@ import time
 from ..errors import WorkerError
 from ..protocol import worker_pb2 as pb
 from ..registry import WorkerContext, handler
-from ..tensors import batch_from_proto, batch_to_proto
+from ..tensors import batch_from_proto, fill_proto
 
 
 @handler("handshake")
@@ -31,5 +31,9 @@ def echo(req: pb.EchoRequest, ctx: WorkerContext) -> pb.EchoReply:
         time.sleep(req.sleep_ms / 1000)
     if req.raise_error:
         raise WorkerError(pb.DEBUG_RAISED, req.raise_error)
-    # Decode and re-encode so the round trip exercises the tensor codec on both sides.
-    return pb.EchoReply(batch=batch_to_proto(batch_from_proto(req.batch)), payload=req.payload)
+    # Decode and re-encode so the round trip exercises the tensor codec on both sides; fill the
+    # reply in place (a message passed to a constructor is copied, which matters at 64 MiB).
+    out = pb.EchoReply(payload=req.payload)
+    for name, t in batch_from_proto(req.batch).items():
+        fill_proto(out.batch.tensors[name], t)
+    return out
