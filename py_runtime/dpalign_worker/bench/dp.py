@@ -43,7 +43,8 @@ def _factory():
 
     n_layer, n_head, n_embd, n_pos, vocab, _, _ = _CURRENT["preset"]
     cfg = GPT2Config(vocab_size=vocab, n_positions=n_pos, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_pytorch_tanh")
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_pytorch_tanh",
+                     bos_token_id=vocab - 1, eos_token_id=vocab - 1)
     torch.manual_seed(0)
     return GPT2LMHeadModel._from_config(cfg, attn_implementation="eager"), _CURRENT["tokenizer"]
 
