@@ -85,8 +85,14 @@ export const RewardSchema = z.object({
 }).strict();
 
 export const PrivacySchema = z.object({
-  /** Target epsilon per stage (stages compose in parallel on disjoint D1 / D3); "inf" for non-private. */
+  /** Target epsilon of the pipeline; "inf" for non-private. */
   epsilon: Epsilon.default(4),
+  /**
+   * parallel: D1 and D3 are disjoint slices of D (the paper's setting; each stage gets the whole
+   * target). sequential: a user may appear in both stages (D1 = D3 = D); the stages' mechanisms
+   * are composed numerically and the budget is split between them.
+   */
+  composition: z.enum(["parallel", "sequential"]).default("parallel"),
   /** Target delta; null: 1/|D| as in the paper (smaller is safer). */
   delta: z.number().gt(0).lt(1).nullable().default(null),
   accountant: z.enum(["prv", "rdp"]).default("prv"),

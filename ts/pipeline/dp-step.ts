@@ -7,7 +7,7 @@
 import { BudgetGuard, PrivacyLedger } from "../privacy/index.js";
 import type { DpSpec, TrainStepReply } from "../transport/messages.js";
 import { BudgetExceededError, DpalignError } from "../util/errors.js";
-import type { StagePlan } from "./plan.js";
+import type { RunPlan, StagePlan } from "./plan.js";
 import type { RunDir } from "./run-dir.js";
 
 /** Progress record of a stage (batches.jsonl): which sampled batches ran and were kept. */
@@ -41,13 +41,26 @@ export class DpStageGuard {
   private readonly budget: BudgetGuard | undefined;
   private readonly ledger: PrivacyLedger;
 
+  /** Mechanisms of earlier stages that compose with this one (sequential composition only). */
+  private readonly earlier: { stage: string; mechanisms: { q: number; sigma: number; steps: number }[] }[] = [];
+
   constructor(
     readonly plan: StagePlan, private readonly run: RunDir, private readonly secureNoise: boolean, private readonly noiseSeed: bigint,
-    private readonly accountant: "prv" | "rdp" = "prv",
+    private readonly accountant: "prv" | "rdp" = "prv", runPlan?: RunPlan,
   ) {
-    const prior = run.readJsonl<LedgerEntry>(BATCHES_FILE).filter((e) => e.stage === plan.stage);
-    // ts/privacy's guard: D1 and D3 are disjoint, so each stage is checked against the target on its own.
-    this.budget = plan.dp ? new BudgetGuard({ targetEpsilon: plan.epsilonTarget, delta: plan.delta, composition: "parallel", accountant }) : undefined;
+    const all = run.readJsonl<LedgerEntry>(BATCHES_FILE);
+    const prior = all.filter((e) => e.stage === plan.stage);
+    if (plan.dp && runPlan?.composition === "sequential") {
+      // One user may be in every stage: ts/privacy's guard composes this stage with what the
+      // earlier stages executed and holds the whole to the pipeline's target.
+      for (const e of all.filter((x) => x.stage !== plan.stage && x.mechanism === "sampled_gaussian")) {
+        this.earlier.push({ stage: e.stage, mechanisms: [{ q: e.q, sigma: e.sigmaAccounted, steps: e.toBatch - e.fromBatch }] });
+      }
+      this.budget = new BudgetGuard({ targetEpsilon: runPlan.epsilon, delta: plan.delta, composition: "sequential", accountant });
+    } else {
+      // D1 and D3 are disjoint: each stage is checked against the target on its own.
+      this.budget = plan.dp ? new BudgetGuard({ targetEpsilon: plan.epsilonTarget, delta: plan.delta, composition: "parallel", accountant }) : undefined;
+    }
     this.ledger = new PrivacyLedger(run.path(PRIVACY_LEDGER_FILE));
     this.committed = prior.reduce((m, e) => Math.max(m, e.toBatch), 0);
     this.executed = this.committed;
@@ -74,7 +87,7 @@ export class DpStageGuard {
         `${this.plan.stage}: batch ${this.executed + 1} would exceed the ${this.plan.sampledBatches} sampled batches calibrated for epsilon ${this.plan.epsilonTarget}; the run stops here`,
       );
     }
-    this.budget?.beforeStep([], this.plan.stage, { q: this.plan.q, sigma: this.plan.sigmaEffective }, this.executed);
+    this.budget?.beforeStep(this.earlier, this.plan.stage, { q: this.plan.q, sigma: this.plan.sigmaEffective }, this.executed);
   }
 
   /** Checks a step's report against the plan. */

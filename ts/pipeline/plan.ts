@@ -17,6 +17,10 @@ export interface Calibrator {
   calibrateSigma(o: { q: number; steps: number; epsilon: number; delta: number; accountant: "prv" | "rdp" }): number;
   /** epsilon of `steps` sampled Gaussians with rate q and noise multiplier sigma. */
   epsilon(o: { q: number; steps: number; sigma: number; delta: number; accountant: "prv" | "rdp" }): number;
+  /** Accounted noise multipliers, one per stage, whose sequential composition meets epsilon. */
+  splitSequential(o: { stages: { q: number; steps: number }[]; epsilon: number; delta: number; accountant: "prv" | "rdp" }): number[];
+  /** epsilon of the sequential composition of the stages' mechanisms (one user in every stage). */
+  composeSequential(o: { stages: { q: number; steps: number; sigma: number }[]; delta: number; accountant: "prv" | "rdp" }): number;
 }
 
 export interface StagePlan {
@@ -51,10 +55,12 @@ export interface RunPlan {
   delta: number;
   deltaIsDefault: boolean;
   accountant: "prv" | "rdp";
+  /** How the stages compose: disjoint D1 / D3 (parallel) or one user in both (sequential). */
+  composition: "parallel" | "sequential";
   sizes: { privateD: number; d1: number; d3: number; publicCorpus: number; classifierTrain: number; classifierHeldOut: number; evalPrompts: number };
   sft: StagePlan;
   ppo: StagePlan & { rolloutBatch: number; miniBatchesPerRollout: number };
-  /** Parallel composition over disjoint D1 / D3: the pipeline's epsilon is the max over stages. */
+  /** Parallel: the max over stages (disjoint D1 / D3); sequential: their numerical composition. */
   composed: { epsilon: number; delta: number; rule: string };
   notes: string[];
 }
@@ -65,7 +71,12 @@ export interface DataSizes {
   unsup: number;
 }
 
-function resolveSizes(cfg: Config, dp: boolean, avail: DataSizes): RunPlan["sizes"] {
+/** D1 and D3 are disjoint slices of D only in DP runs with parallel composition. */
+export function disjointStages(cfg: Config): boolean {
+  return Number.isFinite(cfg.privacy.epsilon) && cfg.privacy.composition === "parallel";
+}
+
+function resolveSizes(cfg: Config, disjoint: boolean, avail: DataSizes): RunPlan["sizes"] {
   const d = cfg.data;
   const privateD = d.privateSize === "all" ? avail.train : d.privateSize;
   if (privateD > avail.train) throw new ConfigError(`data.privateSize: ${privateD} exceeds the ${avail.train} train reviews`);
@@ -75,20 +86,20 @@ function resolveSizes(cfg: Config, dp: boolean, avail: DataSizes): RunPlan["size
   }
   const publicCorpus = d.pretrainDocs === "all" ? avail.unsup : d.pretrainDocs;
   if (publicCorpus > avail.unsup) throw new ConfigError(`data.pretrainDocs: ${publicCorpus} exceeds the ${avail.unsup} unsup reviews`);
-  const d1 = dp ? Math.round(privateD * d.sftFraction) : privateD;
-  const d3 = dp ? privateD - d1 : privateD;
+  const d1 = disjoint ? Math.round(privateD * d.sftFraction) : privateD;
+  const d3 = disjoint ? privateD - d1 : privateD;
   if (d1 < 1 || d3 < 1) throw new ConfigError(`data.sftFraction: ${d.sftFraction} of ${privateD} leaves an empty D1 or D3`);
   return { privateD, d1, d3, publicCorpus, classifierTrain: d.classifierTrain, classifierHeldOut: d.classifierHeldOut, evalPrompts: d.evalPrompts };
 }
 
 function dpStage(
   stage: "sft" | "ppo", n: number, batch: number, epochs: number, reuse: number, maxGradNorm: number,
-  eps: number, delta: number, accountant: "prv" | "rdp", cal: Calibrator, field: string,
+  eps: number, delta: number, accountant: "prv" | "rdp", cal: Calibrator, field: string, givenSigma?: number,
 ): StagePlan {
   if (batch > n) throw new ConfigError(`${field}: expected batch ${batch} exceeds the ${n} examples of the stage's data; lower it or raise data.privateSize`);
   const q = batch / n;
   const sampledBatches = Math.ceil(epochs / q);
-  const sigmaEffective = cal.calibrateSigma({ q, steps: sampledBatches, epsilon: eps, delta, accountant });
+  const sigmaEffective = givenSigma ?? cal.calibrateSigma({ q, steps: sampledBatches, epsilon: eps, delta, accountant });
   const epsilonPlanned = cal.epsilon({ q, steps: sampledBatches, sigma: sigmaEffective, delta, accountant });
   // T_PPO = K noisy steps on one sub-sample are one sampled Gaussian with sigma / sqrt(K): run sigma_eff * sqrt(K).
   const sigma = sigmaEffective * Math.sqrt(reuse);
@@ -104,7 +115,8 @@ function dpStage(
 export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SIZES): RunPlan {
   const eps = cfg.privacy.epsilon;
   const dp = Number.isFinite(eps);
-  const sizes = resolveSizes(cfg, dp, avail);
+  const composition = cfg.privacy.composition;
+  const sizes = resolveSizes(cfg, disjointStages(cfg), avail);
   const delta = cfg.privacy.delta ?? 1 / sizes.privateD;
   const notes: string[] = [];
   if (cfg.privacy.delta === null) notes.push(`delta = 1/|D| = ${delta.toExponential(3)} as in the paper; a smaller delta (e.g. 1e-6 or below) is safer`);
@@ -120,17 +132,43 @@ export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SI
     if (ppo.klControl === "adaptive") throw new ConfigError("ppo.klControl: \"adaptive\" couples examples through the batch KL and is refused in DP mode (DESIGN.md rule 2); use \"fixed\"");
     if (ppo.whitenAdvantages === "batch") throw new ConfigError("ppo.whitenAdvantages: \"batch\" couples examples and is refused in DP mode; use \"none\" or \"per_example\"");
     if (ppo.rewardNormalization === "batch") throw new ConfigError("ppo.rewardNormalization: \"batch\" couples examples and is refused in DP mode; use \"none\" or \"fixed\"");
-    const sftPlan = dpStage("sft", sizes.d1, sft.batchSize, sft.epochs, 1, sft.maxGradNorm, eps, delta, accountant, cal, "sft.batchSize");
-    const ppoPlan = dpStage("ppo", sizes.d3, ppo.miniBatchSize, ppo.epochs, ppo.ppoEpochs, ppo.maxGradNorm, eps, delta, accountant, cal, "ppo.miniBatchSize");
+    let sigmas: [number, number] | undefined;
+    if (composition === "sequential") {
+      // One user may be in both stages: split the budget so the composition of both meets it.
+      const mech = (batch: number, n: number, epochs: number, field: string) => {
+        if (batch > n) throw new ConfigError(`${field}: expected batch ${batch} exceeds the ${n} examples of the stage's data; lower it or raise data.privateSize`);
+        return { q: batch / n, steps: Math.ceil(epochs / (batch / n)) };
+      };
+      const split = cal.splitSequential({
+        stages: [mech(sft.batchSize, sizes.d1, sft.epochs, "sft.batchSize"), mech(ppo.miniBatchSize, sizes.d3, ppo.epochs, "ppo.miniBatchSize")],
+        epsilon: eps, delta, accountant,
+      });
+      sigmas = [split[0], split[1]];
+    }
+    const sftPlan = dpStage("sft", sizes.d1, sft.batchSize, sft.epochs, 1, sft.maxGradNorm, eps, delta, accountant, cal, "sft.batchSize", sigmas?.[0]);
+    const ppoPlan = dpStage("ppo", sizes.d3, ppo.miniBatchSize, ppo.epochs, ppo.ppoEpochs, ppo.maxGradNorm, eps, delta, accountant, cal, "ppo.miniBatchSize", sigmas?.[1]);
     if (ppo.ppoEpochs > 1) notes.push(`T_PPO = ${ppo.ppoEpochs}: each sampled mini-batch takes ${ppo.ppoEpochs} noisy steps, accounted as one sampled Gaussian with sigma/sqrt(${ppo.ppoEpochs})`);
-    return {
-      dp, epsilon: eps, delta, deltaIsDefault: cfg.privacy.delta === null, accountant, sizes,
-      sft: sftPlan,
-      ppo: { ...ppoPlan, rolloutBatch: ppo.batchSize, miniBatchesPerRollout },
-      composed: {
+    let composed: RunPlan["composed"];
+    if (composition === "sequential") {
+      // Each stage's share of the budget is its own planned epsilon: the run guard holds every
+      // stage to it, which keeps the composition at or below the target.
+      sftPlan.epsilonTarget = sftPlan.epsilonPlanned;
+      ppoPlan.epsilonTarget = ppoPlan.epsilonPlanned;
+      const total = cal.composeSequential({ stages: [sftPlan, ppoPlan].map((s) => ({ q: s.q, steps: s.sampledBatches, sigma: s.sigmaEffective })), delta, accountant });
+      if (total > eps * (1 + 1e-9)) throw new RangeError(`budget split composes to ${total} > ${eps}`);
+      composed = { epsilon: total, delta, rule: "sequential composition: a user may appear in D1 and D3 (both are all of D), so the stages' mechanisms are composed numerically" };
+      notes.push(`sequential composition: the budget is split between SFT (eps ${sftPlan.epsilonPlanned.toPrecision(4)} alone) and PPO (eps ${ppoPlan.epsilonPlanned.toPrecision(4)} alone)`);
+    } else {
+      composed = {
         epsilon: Math.max(sftPlan.epsilonPlanned, ppoPlan.epsilonPlanned), delta,
         rule: "parallel composition: D1 and D3 are disjoint, so the pipeline is (max eps, delta)-DP",
-      },
+      };
+    }
+    return {
+      dp, epsilon: eps, delta, deltaIsDefault: cfg.privacy.delta === null, accountant, composition, sizes,
+      sft: sftPlan,
+      ppo: { ...ppoPlan, rolloutBatch: ppo.batchSize, miniBatchesPerRollout },
+      composed,
       notes,
     };
   }
@@ -142,7 +180,7 @@ export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SI
   const common = { dp: false, sigma: 0, sigmaEffective: 0, epsilonTarget: Infinity, epsilonPlanned: Infinity, delta };
   notes.push("non-private run (epsilon = inf): D1 = D3 = all of D, as in the paper");
   return {
-    dp, epsilon: eps, delta, deltaIsDefault: cfg.privacy.delta === null, accountant, sizes,
+    dp, epsilon: eps, delta, deltaIsDefault: cfg.privacy.delta === null, accountant, composition, sizes,
     sft: { ...common, stage: "sft", datasetSize: sizes.d1, batchSize: sft.batchSize, q: sft.batchSize / sizes.d1, sampledBatches: sftBatches, reuse: 1, optimizerSteps: sftBatches, maxGradNorm: sft.maxGradNorm },
     ppo: {
       ...common, stage: "ppo", datasetSize: sizes.d3, batchSize: ppo.miniBatchSize, q: ppo.miniBatchSize / sizes.d3,

@@ -1,7 +1,8 @@
 /**
  * The final privacy report, recomputed from the ledger (what ran), per stage and composed.
- * D1 and D3 are disjoint, so the stages compose in parallel: the pipeline's epsilon is the
- * largest stage epsilon at the common delta (PAPER.md, DESIGN.md rule 4).
+ * Disjoint D1 and D3 compose in parallel (the pipeline's epsilon is the largest stage epsilon at
+ * the common delta, PAPER.md); with one user in both stages the executed mechanisms are composed
+ * sequentially (DESIGN.md rule 4).
  */
 import { existsSync } from "node:fs";
 import { PrivacyLedger } from "../privacy/index.js";
@@ -29,7 +30,7 @@ export interface PrivacyReport {
   target: { epsilon: number; delta: number };
   stages: StagePrivacy[];
   composed: { epsilon: number; delta: number; rule: string };
-  /** The same guarantee recomputed by ts/privacy from the run's PrivacyLedger (parallel composition). */
+  /** The same guarantee recomputed by ts/privacy from the run's PrivacyLedger. */
   ledgerCheck?: { epsilon: number; perStage: { stage: string; epsilon: number }[] };
 }
 
@@ -50,7 +51,7 @@ export function privacyReport(plan: RunPlan, ledger: readonly LedgerEntry[], cal
   }
   let ledgerCheck: PrivacyReport["ledgerCheck"];
   if (plan.dp && privacyLedgerPath && existsSync(privacyLedgerPath)) {
-    const c = new PrivacyLedger(privacyLedgerPath).compose("parallel", plan.delta, plan.accountant);
+    const c = new PrivacyLedger(privacyLedgerPath).compose(plan.composition, plan.delta, plan.accountant);
     ledgerCheck = { epsilon: c.epsilon, perStage: c.perStage.map((s) => ({ stage: s.stage, epsilon: s.epsilon })) };
     if (c.epsilon > plan.epsilon * (1 + 1e-6)) throw new BudgetExceededError(`the privacy ledger composes to epsilon ${c.epsilon} > target ${plan.epsilon}`);
   }
@@ -59,6 +60,13 @@ export function privacyReport(plan: RunPlan, ledger: readonly LedgerEntry[], cal
     accountant: plan.accountant,
     target: { epsilon: plan.epsilon, delta: plan.delta },
     stages,
-    composed: { epsilon: Math.max(...stages.map((s) => s.epsilon)), delta: plan.delta, rule: plan.composed.rule },
+    composed: { epsilon: composedEpsilon(plan, stages, cal), delta: plan.delta, rule: plan.composed.rule },
   };
+}
+
+function composedEpsilon(plan: RunPlan, stages: readonly StagePrivacy[], cal: Calibrator): number {
+  if (!plan.dp || plan.composition === "parallel") return Math.max(...stages.map((s) => s.epsilon));
+  return cal.composeSequential({
+    stages: stages.map((s) => ({ q: s.q, steps: s.batchesExecuted, sigma: s.sigmaAccounted })), delta: plan.delta, accountant: plan.accountant,
+  });
 }

@@ -15,7 +15,7 @@ import type { Config } from "./config.js";
 import { resolveDataDir } from "./data/dir.js";
 import { assignRoles, describeRoles, loadImdb, roleIds, type ImdbSources } from "./data/roles.js";
 import { cleanReview } from "./data/jsonl.js";
-import { planRun, formatPlan, type RunPlan } from "./plan.js";
+import { disjointStages, planRun, formatPlan, type RunPlan } from "./plan.js";
 import { accountantCalibrator } from "./privacy.js";
 import { RunDir } from "./run-dir.js";
 import { silentProgress, type Progress } from "./progress.js";
@@ -87,7 +87,7 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
   claimRunDir(run, cfg);
   const dp = Number.isFinite(cfg.privacy.epsilon);
   const data = o.data ?? (await loadData(cfg, o.dataDir)).data;
-  const roles = assignRoles(data, cfg.data, cfg.seed, dp);
+  const roles = assignRoles(data, cfg.data, cfg.seed, disjointStages(cfg));
   const plan = planRun(cfg, accountantCalibrator, { train: data.train.length, test: data.test.length, unsup: data.unsup.length });
   run.writeJson("plan.json", plan);
   run.writeJson("roles.json", { ...describeRoles(roles), ids: roleIds(roles) });

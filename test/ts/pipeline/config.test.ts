@@ -70,6 +70,19 @@ describe("plan", () => {
     expect(p.notes.join("\n")).toMatch(/smaller delta .* is safer/);
     expect(formatPlan(p)).toMatch(/SFT: N 500.*sigma/);
   });
+  it("splits the budget between stages that share users (sequential composition)", () => {
+    const p = planRun(parseConfig({ ...base, privacy: { composition: "sequential" } }), fakeCalibrator);
+    expect(p.composition).toBe("sequential");
+    expect(p.sizes).toMatchObject({ d1: 1000, d3: 1000 });
+    // each stage gets a share; the composition of both meets the target
+    expect(p.sft.epsilonPlanned).toBeLessThan(4);
+    expect(p.ppo.epsilonPlanned).toBeLessThan(4);
+    expect(p.composed.epsilon).toBeLessThanOrEqual(4 * (1 + 1e-9));
+    expect(p.sft.epsilonTarget).toBe(p.sft.epsilonPlanned);
+    expect(p.composed.rule).toMatch(/sequential/);
+    const par = planRun(parseConfig(base), fakeCalibrator);
+    expect(p.sft.sigmaEffective).toBeGreaterThan(par.sft.sigmaEffective * 0.99);
+  });
   it("uses all of D for both stages when non-private", () => {
     const p = planRun(parseConfig({ ...base, privacy: { epsilon: "inf" } }), fakeCalibrator);
     expect(p.sizes).toMatchObject({ d1: 1000, d3: 1000 });

@@ -46,4 +46,18 @@ describe("DP stage guard", () => {
     g.beforeBatch(); g.afterBatch(); // not committed: lost with the interrupted process
     expect(new DpStageGuard(plan.sft, run, false, 7n, "rdp").done).toBe(2);
   });
+  it("in sequential mode composes this stage with what earlier stages executed", () => {
+    const seq = planRun(parseConfig({ data: { privateSize: 1000 }, sft: { batchSize: 100, epochs: 1 }, ppo: { batchSize: 100, miniBatchSize: 100, epochs: 1 }, privacy: { accountant: "rdp", secureNoise: false, composition: "sequential" } }), accountantCalibrator);
+    const run = new RunDir(tmpDir());
+    const sft = new DpStageGuard(seq.sft, run, false, 7n, "rdp", seq);
+    for (let t = 0; t < seq.sft.sampledBatches; t++) { sft.beforeBatch(); sft.afterBatch(); }
+    sft.commit();
+    // PPO with its planned noise fits next to SFT's executed batches ...
+    const ppo = new DpStageGuard(seq.ppo, run, false, 8n, "rdp", seq);
+    for (let t = 0; t < seq.ppo.sampledBatches; t++) { ppo.beforeBatch(); ppo.afterBatch(); }
+    // ... but the same PPO with far less noise would not: the guard stops it before the budget is exceeded.
+    const noisy = { ...seq.ppo, sigmaEffective: seq.ppo.sigmaEffective / 4, sigma: seq.ppo.sigma / 4 };
+    const greedy = new DpStageGuard(noisy, run, false, 9n, "rdp", seq);
+    expect(() => { for (let t = 0; t < seq.ppo.sampledBatches; t++) { greedy.beforeBatch(); greedy.afterBatch(); } }).toThrow(BudgetExceededError);
+  });
 });

@@ -36,4 +36,7 @@ export function writeTinyImdb(dir: string, n = { train: 40, test: 40, unsup: 40 
 export const fakeCalibrator: Calibrator = {
   calibrateSigma: ({ q, steps, epsilon }) => (q * Math.sqrt(steps)) / epsilon + 0.5,
   epsilon: ({ q, steps, sigma }) => (q * Math.sqrt(steps)) / (sigma - 0.5),
+  // Basic composition (epsilons add) of the closed form: each stage gets an equal share.
+  splitSequential: ({ stages, epsilon }) => stages.map(({ q, steps }) => (q * Math.sqrt(steps)) / (epsilon / stages.length) + 0.5),
+  composeSequential: ({ stages }) => stages.reduce((a, { q, steps, sigma }) => a + (steps ? (q * Math.sqrt(steps)) / (sigma - 0.5) : 0), 0),
 };

@@ -75,6 +75,20 @@ describe("pipeline on a very small preset", () => {
     expect(again.reward.reused).toBe(true);
   }, 120_000);
 
+  it("composes the stages sequentially when one user may appear in both", async () => {
+    const cfg = parseConfig({ ...TINY, privacy: { ...TINY.privacy, accountant: "prv", composition: "sequential" } });
+    const runDir = join(tmpDir(), "run-seq");
+    const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
+    expect(s.plan.sizes.d1).toBe(s.plan.sizes.privateD);
+    expect(s.plan.sizes.d3).toBe(s.plan.sizes.privateD);
+    const roles = JSON.parse(readFileSync(join(runDir, "roles.json"), "utf8"));
+    expect(roles.disjoint).toBe(false);
+    // the executed mechanisms of both stages compose within the target, per the run's ledger
+    expect(s.privacy.composed.epsilon).toBeLessThanOrEqual(8 * (1 + 1e-6));
+    expect(s.privacy.composed.epsilon).toBeGreaterThan(Math.max(...s.privacy.stages.map((st) => st.epsilon)));
+    expect(s.privacy.ledgerCheck!.epsilon).toBeCloseTo(s.privacy.composed.epsilon, 3);
+  }, 120_000);
+
   it("resumes an interrupted stage from its last checkpoint without re-running or re-accounting batches", async () => {
     const cfg = parseConfig({ ...TINY, sft: { batchSize: 5, epochs: 1, maxTokens: 16 } });
     const runDir = join(tmpDir(), "run");

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { WorkerClient } from "../../transport/client.js";
 import { WorkerApi } from "../../worker/api.js";
 import { assignRoles } from "../../pipeline/data/roles.js";
+import { disjointStages } from "../../pipeline/plan.js";
 import { DEFAULT_CACHE_DIR, loadData } from "../../pipeline/run.js";
 import { pretrain } from "../../pipeline/stages/pretrain.js";
 import { consoleProgress } from "../../pipeline/progress.js";
@@ -16,7 +17,7 @@ export function register(cli: Argv): Argv {
     async (args) => {
       const cfg = loadWithOverrides((args.config as string | undefined) ?? join(CONFIG_DIR, "demo.yaml"), args.set as string[]);
       const { data } = await loadData(cfg, args.dataDir as string | undefined);
-      const roles = assignRoles(data, cfg.data, cfg.seed, Number.isFinite(cfg.privacy.epsilon));
+      const roles = assignRoles(data, cfg.data, cfg.seed, disjointStages(cfg));
       const client = await WorkerClient.spawn();
       try {
         const r = await pretrain(new WorkerApi(client), cfg, roles.publicCorpus, (args.cacheDir as string | undefined) ?? DEFAULT_CACHE_DIR, consoleProgress());

@@ -64,8 +64,8 @@ function take(n: number | "all", available: number, field: string): number {
   return n;
 }
 
-/** Splits the sources into roles. `dp` decides whether D1 and D3 are disjoint. Pure given the seed. */
-export function assignRoles(src: ImdbSources, sizes: RoleSizes, seed: string | number, dp: boolean): Roles {
+/** Splits the sources into roles. `disjoint` decides whether D1 and D3 are disjoint. Pure given the seed. */
+export function assignRoles(src: ImdbSources, sizes: RoleSizes, seed: string | number, disjoint: boolean): Roles {
   const rng = new SeededRng(`imdb-roles/${seed}`);
   const pub = new SeededRng(`imdb-roles/${sizes.publicSeed ?? seed}`);
   const unsup = pub.fork("unsup").shuffle(src.unsup);
@@ -93,9 +93,9 @@ export function assignRoles(src: ImdbSources, sizes: RoleSizes, seed: string | n
     classifierHeldOut,
     evalPrompts,
     privateD,
-    d1: dp ? privateD.slice(0, n1) : privateD,
-    d3: dp ? privateD.slice(n1) : privateD,
-    disjoint: dp,
+    d1: disjoint ? privateD.slice(0, n1) : privateD,
+    d3: disjoint ? privateD.slice(n1) : privateD,
+    disjoint,
   };
 }
 

@@ -35,7 +35,7 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   await api.loadModel({ handle: POLICY, spec: modelSpec(ctx.cfg, base, { lora: true, valueHead: true, initCheckpoint: sftCheckpoint }), optimizer: adamw(0) });
   await api.loadModel({ handle: REF, spec: modelSpec(ctx.cfg, base, { initCheckpoint: sftCheckpoint }) });
   const rng = ctx.rng.fork("ppo");
-  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant);
+  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant, ctx.plan);
   const resumeFrom = lastCheckpoint(ctx, "ppo");
   if (!resumeFrom && guard.done > 0) {
     throw new DpalignError("RESUME_MISMATCH", `ppo: the ledger records ${guard.done} batches but the stage's checkpoint is missing; delete the run directory and start again`);

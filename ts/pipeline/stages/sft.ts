@@ -37,7 +37,7 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
   const { api, run } = ctx;
   await api.loadModel({ handle: SFT_HANDLE, spec: modelSpec(ctx.cfg, ctx.base, { lora: true }), optimizer: adamw(sft.weightDecay) });
   const rng = ctx.rng.fork("sft");
-  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant);
+  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant, ctx.plan);
   const resumeFrom = lastCheckpoint(ctx, "sft");
   if (!resumeFrom && guard.done > 0) {
     throw new DpalignError("RESUME_MISMATCH", `sft: the ledger records ${guard.done} batches but the stage's checkpoint is missing; delete the run directory and start again`);
