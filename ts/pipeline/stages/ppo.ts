@@ -6,12 +6,10 @@
  * rollout batches from shuffled passes, K epochs of shuffled mini-batches, whitening allowed.
  */
 import { createKlController } from "../../rl/index.js";
-import { DpalignError } from "../../util/errors.js";
 import { effectiveStages } from "../config.js";
 import { adamw, modelSpec, type PipelineContext } from "../context.js";
-import { DpStageGuard } from "../dp-step.js";
 import { poissonSample, shuffledBatches } from "../sampling.js";
-import { lastCheckpoint, maybeInterrupt, saveLast, type StageHooks } from "./common.js";
+import { maybeInterrupt, openStage, saveLast, type StageHooks } from "./common.js";
 import { ppoBatch, rollout } from "./rollout.js";
 
 export const POLICY = "policy";
@@ -35,16 +33,7 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   await api.loadModel({ handle: POLICY, spec: modelSpec(ctx.cfg, base, { lora: true, valueHead: true, initCheckpoint: sftCheckpoint }), optimizer: adamw(0) });
   await api.loadModel({ handle: REF, spec: modelSpec(ctx.cfg, base, { initCheckpoint: sftCheckpoint }) });
   const rng = ctx.rng.fork("ppo");
-  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant, ctx.plan);
-  const resumeFrom = lastCheckpoint(ctx, "ppo");
-  if (!resumeFrom && guard.done > 0) {
-    throw new DpalignError("RESUME_MISMATCH", `ppo: the ledger records ${guard.done} batches but the stage's checkpoint is missing; delete the run directory and start again`);
-  }
-  if (resumeFrom) {
-    const info = await api.loadCheckpoint({ handle: POLICY, dir: resumeFrom });
-    guard.reconcile(Number(info.metadata.batches ?? 0));
-    ctx.progress.log(`ppo: resuming after batch ${guard.done} of ${plan.sampledBatches}`);
-  }
+  const guard = await openStage(ctx, plan, POLICY, rng);
   const kl = createKlController(ppo, { dp });
   const G = plan.miniBatchesPerRollout;
   const K = plan.reuse;

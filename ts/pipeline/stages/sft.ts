@@ -4,13 +4,11 @@
  * `checkpointEvery` batches, so an interrupted stage resumes where its last checkpoint left it.
  */
 import { SeededRng } from "../../util/rng.js";
-import { DpalignError } from "../../util/errors.js";
 import { effectiveStages } from "../config.js";
 import { adamw, lrAt, modelSpec, type PipelineContext } from "../context.js";
-import { DpStageGuard } from "../dp-step.js";
 import { poissonSample, shuffledBatches } from "../sampling.js";
 import { lmBatch } from "../tokens.js";
-import { lastCheckpoint, maybeInterrupt, saveLast, type StageHooks } from "./common.js";
+import { maybeInterrupt, openStage, saveLast, type StageHooks } from "./common.js";
 
 export const SFT_HANDLE = "sft";
 
@@ -37,16 +35,7 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
   const { api, run } = ctx;
   await api.loadModel({ handle: SFT_HANDLE, spec: modelSpec(ctx.cfg, ctx.base, { lora: true }), optimizer: adamw(sft.weightDecay) });
   const rng = ctx.rng.fork("sft");
-  const guard = new DpStageGuard(plan, run, ctx.cfg.privacy.secureNoise, rng.fork("noise").seedForChild(), ctx.cfg.privacy.accountant, ctx.plan);
-  const resumeFrom = lastCheckpoint(ctx, "sft");
-  if (!resumeFrom && guard.done > 0) {
-    throw new DpalignError("RESUME_MISMATCH", `sft: the ledger records ${guard.done} batches but the stage's checkpoint is missing; delete the run directory and start again`);
-  }
-  if (resumeFrom) {
-    const info = await api.loadCheckpoint({ handle: SFT_HANDLE, dir: resumeFrom });
-    guard.reconcile(Number(info.metadata.batches ?? 0));
-    ctx.progress.log(`sft: resuming after batch ${guard.done} of ${plan.sampledBatches}`);
-  }
+  const guard = await openStage(ctx, plan, SFT_HANDLE, rng);
   const every = ctx.cfg.checkpointEvery;
   let ema = NaN;
   let examples = 0;
