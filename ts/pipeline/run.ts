@@ -85,7 +85,6 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
   const cacheDir = o.cacheDir ?? DEFAULT_CACHE_DIR;
   const run = new RunDir(o.runDir);
   claimRunDir(run, cfg);
-  const dp = Number.isFinite(cfg.privacy.epsilon);
   const data = o.data ?? (await loadData(cfg, o.dataDir)).data;
   const roles = assignRoles(data, cfg.data, cfg.seed, disjointStages(cfg));
   const plan = planRun(cfg, accountantCalibrator, { train: data.train.length, test: data.test.length, unsup: data.unsup.length });
