@@ -1,7 +1,8 @@
 """One training step as named stages (Opacus' DPOptimizer, as functions):
 
   per_example_gradients -> clip_per_example (whole gradient, all trainable tensors, to norm C)
-  -> accumulate (sum over physical micro-batches) -> add_noise (std sigma*C, once per logical step)
+  -> accumulate (sum over physical micro-batches) -> add_noise (std sigma*C, once per logical step;
+     from a CSPRNG in secure mode, see noise.py)
   -> scale (divide by the expected batch size q*N, not the realised size) -> optimizer step.
 
 The control plane chooses the examples and every DP parameter; `train_step` executes exactly that
@@ -12,15 +13,14 @@ the batch gradient, no noise).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..errors import invalid_argument
 from .batch import batch_size, micro_batches
 from .models import LoadedModel
+from .noise import NoiseSource, noise_source
 from .objectives import check_loss_params, get_objective
 from .per_example import _forward_fn, per_example_grads
 
@@ -81,24 +81,13 @@ def accumulate(acc: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], fac
         acc[n] += torch.einsum("b,b...->...", factors.to(torch.float32), g.float())
 
 
-def noise_generator(dp: DpConfig, step: int, device: torch.device) -> tuple[torch.Generator, str, int]:
-    """Secure mode: a fresh generator seeded from os.urandom each step. Seeded mode: a generator
-    seeded from (noise_seed, step), so a resumed run draws the same noise as an uninterrupted one."""
-    gen = torch.Generator(device=device)
-    if dp.secure_noise:
-        gen.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
-        return gen, "secure", 0
-    seed = int(np.random.SeedSequence([int(dp.noise_seed), int(step)]).generate_state(1, np.uint64)[0]) >> 1
-    gen.manual_seed(seed)
-    return gen, "seeded", int(dp.noise_seed)
-
-
-def add_noise(acc: dict[str, torch.Tensor], std: float, gen: torch.Generator) -> None:
-    """Adds N(0, std^2) independently to every coordinate of the summed gradient, once per step."""
+def add_noise(acc: dict[str, torch.Tensor], std: float, source: NoiseSource) -> None:
+    """Adds N(0, std^2) independently to every coordinate of the summed gradient, once per step.
+    The source decides where the randomness comes from (engine/noise.py: secure or seeded)."""
     if std <= 0:
         return
     for g in acc.values():
-        g.add_(torch.randn(g.shape, generator=gen, device=g.device, dtype=torch.float32) * std)
+        g.add_(source.gaussian(g.shape, std, g.dtype, g.device))
 
 
 def scale(acc: dict[str, torch.Tensor], divisor: float) -> None:
@@ -131,12 +120,15 @@ def train_step(m: LoadedModel, loss: str, raw_batch: dict[str, torch.Tensor], dp
     m.model.train()
     if dp.enabled:
         losses, norms, metrics, clipped = _private_grads(m, objective, batch, dp, micro_batch_size, params_cfg, acc)
-        gen, mode, seed = noise_generator(dp, m.step, m.device)
         std = dp.noise_multiplier * dp.max_grad_norm
-        add_noise(acc, std, gen)
-        scale(acc, dp.expected_batch_size)
-        if std <= 0:
+        if std > 0:
+            # one source per step: in secure mode a fresh key, in seeded mode the (seed, step) stream
+            source = noise_source(dp.secure_noise, dp.noise_seed, m.step, m.device)
+            add_noise(acc, std, source)
+            mode, seed = source.mode, source.seed
+        else:
             mode, seed = "none", 0
+        scale(acc, dp.expected_batch_size)
         frac = float(clipped.float().mean()) if n else 0.0
         q = quantiles(norms)
     else:

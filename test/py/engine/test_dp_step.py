@@ -48,6 +48,36 @@ def test_noise_std_is_sigma_c_over_expected_batch_size(tok_dir):
     assert r.noise_mode == "seeded" and r.noise_seed == 11 and r.dp
 
 
+def test_secure_noise_std_is_sigma_c_over_expected_batch_size(tok_dir):
+    # as above, with the secure (AES-CTR) source: same scale, no bias, reported as "secure"
+    m = make_model(tok_dir, optimizer="sgd", lora_rank=8, value_head=True)
+    before = snapshot(m)
+    sigma, c, qn = 0.9, 1.1, 3.0
+    r = train_step(m, "causal_lm", lm_batch(0), DpConfig(True, sigma, c, qn, True, 11), lr=1.0)
+    delta = torch.cat([(before[n] - p.detach()).flatten() for n, p in m.trainable.items()])
+    expected = sigma * c / qn
+    assert abs(float(delta.std()) / expected - 1) < 0.08
+    assert abs(float(delta.mean())) < 4 * expected / delta.numel() ** 0.5
+    assert r.noise_mode == "secure" and r.noise_seed == 0 and r.noise_std == pytest.approx(sigma * c)
+    assert all(p.dtype == torch.float32 for p in m.trainable.values())
+
+
+def test_two_secure_steps_draw_different_noise_and_seeded_steps_repeat(tok_dir):
+    def noise_of_two_steps(secure: bool):
+        m = make_model(tok_dir, optimizer="sgd")
+        out = []
+        for _ in range(2):
+            before = snapshot(m)
+            train_step(m, "causal_lm", lm_batch(0), DpConfig(True, 1.0, 1.0, 1.0, secure, 5), lr=1.0)
+            out.append(torch.cat([(before[n] - p.detach()).flatten() for n, p in m.trainable.items()]))
+        return out
+    s1, s2 = noise_of_two_steps(True)
+    assert not torch.allclose(s1, s2)
+    a, b = noise_of_two_steps(False), noise_of_two_steps(False)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # same seed, same step: same noise
+    assert not torch.allclose(a[0], a[1])  # the step number enters the seed
+
+
 def test_zero_sigma_adds_no_noise_and_scales_by_expected_batch_size(tok_dir):
     m = make_model(tok_dir, optimizer="sgd", value_head=True)
     perturb_lora(m)
