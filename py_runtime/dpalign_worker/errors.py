@@ -29,3 +29,21 @@ def not_found(message: str, **details: object) -> WorkerError:
 
 def unsupported_model(message: str, **details: object) -> WorkerError:
     return WorkerError(pb.UNSUPPORTED_MODEL, message, **details)
+
+
+class CheckpointError(WorkerError):
+    """A checkpoint that cannot be trusted or read: a file missing, truncated, corrupted or edited
+    (its SHA-256 differs from the manifest's), an unreadable manifest, or an older format. The
+    protocol has no dedicated code: NOT_FOUND when a file is missing, INVALID_ARGUMENT otherwise,
+    with details reason=checkpoint_integrity and the file, so tools can tell these apart."""
+
+    def __init__(self, code: int, message: str, *, file: str, **details: object) -> None:
+        super().__init__(code, message, reason="checkpoint_integrity", file=file, **details)
+
+
+def checkpoint_missing(message: str, *, file: str, **details: object) -> CheckpointError:
+    return CheckpointError(pb.NOT_FOUND, message, file=file, **details)
+
+
+def checkpoint_invalid(message: str, *, file: str, **details: object) -> CheckpointError:
+    return CheckpointError(pb.INVALID_ARGUMENT, message, file=file, **details)

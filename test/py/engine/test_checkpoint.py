@@ -1,4 +1,5 @@
-"""Checkpoints: exact resume, and pretrain -> SFT (LoRA) -> PPO (LoRA + value head) / reference."""
+"""Checkpoints: exact resume, pretrain -> SFT (LoRA) -> PPO (LoRA + value head) / reference, and
+integrity (SHA-256 per file, the manifest's own hash, old formats refused)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ from conftest import lm_batch, make_model, ppo_batch
 
 from dpalign_worker.engine import checkpoint
 from dpalign_worker.engine.dp_step import DpConfig, train_step
-from dpalign_worker.errors import WorkerError
+from dpalign_worker.errors import CheckpointError, WorkerError
+from dpalign_worker.protocol import worker_pb2 as pb
 
 DP = DpConfig(True, 0.7, 0.5, 4.0, False, 123)
 
@@ -92,3 +94,136 @@ def test_reward_model_reloads_for_scoring(tok_dir, tmp_path):
     batch = {"input_ids": b["input_ids"], "lengths": b["lengths"]}
     torch.testing.assert_close(score(frozen, batch, False, False, True)["rewards"],
                                score(rm, batch, False, False, True)["rewards"], atol=1e-5, rtol=1e-5)
+
+
+# -- integrity (issue 14) ------------------------------------------------------------------------
+@pytest.fixture
+def saved(tok_dir, tmp_path):
+    """A model and its checkpoint directory (weights, optimizer state, manifest with hashes)."""
+    m = make_model(tok_dir, value_head=True)
+    steps(m, [0])
+    ck = tmp_path / "ck"
+    checkpoint.save(m, str(ck), {"stage": "ppo"})
+    return m, ck
+
+
+def fresh(tok_dir):
+    return make_model(tok_dir, value_head=True, seed=5)
+
+
+def test_manifest_records_sha256_and_size_of_each_file(saved):
+    import hashlib
+
+    _, ck = saved
+    man = json.loads((ck / "manifest.json").read_text())
+    assert man["format"] == "dpalign-checkpoint/2"
+    assert set(man["integrity"]) == {"weights.safetensors", "optimizer.safetensors"}
+    for name, rec in man["integrity"].items():
+        data = (ck / name).read_bytes()
+        assert rec == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert len(man["manifest_sha256"]) == 64
+
+
+def overwrite(path, offset, n=64, seed=0):
+    import random
+
+    data = bytearray(path.read_bytes())
+    junk = random.Random(seed).randbytes(n)
+    data[offset:offset + n] = junk if junk != bytes(data[offset:offset + n]) else bytes(b ^ 1 for b in junk)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["header", "middle", "end"])
+def test_corrupted_weights_fail_with_the_file_and_the_fix(tok_dir, saved, where):
+    _, ck = saved
+    w = ck / "weights.safetensors"
+    size = w.stat().st_size
+    overwrite(w, {"header": 8, "middle": size // 2, "end": size - 64}[where])
+    for load in (lambda: checkpoint.restore(fresh(tok_dir), str(ck)),
+                 lambda: make_model(tok_dir, init_checkpoint=str(ck))):
+        with pytest.raises(CheckpointError) as e:
+            load()
+        msg = e.value.message
+        assert f"{ck}/weights.safetensors" in msg and "SHA-256 mismatch" in msg and "rerun" in msg
+        assert e.value.code == pb.INVALID_ARGUMENT and e.value.details["reason"] == "checkpoint_integrity"
+
+
+def test_corrupted_optimizer_state_fails_on_resume(tok_dir, saved):
+    _, ck = saved
+    overwrite(ck / "optimizer.safetensors", 200)
+    with pytest.raises(CheckpointError, match="optimizer.safetensors: SHA-256 mismatch"):
+        checkpoint.restore(fresh(tok_dir), str(ck))
+
+
+def test_truncated_file_fails(tok_dir, saved):
+    _, ck = saved
+    w = ck / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 3])
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors: \d+ bytes where the manifest records \d+ \(truncated\).*rerun"):
+        checkpoint.restore(fresh(tok_dir), str(ck))
+
+
+def test_missing_file_fails(tok_dir, saved):
+    _, ck = saved
+    (ck / "optimizer.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="optimizer.safetensors: missing; restore it") as e:
+        checkpoint.restore(fresh(tok_dir), str(ck))
+    assert e.value.code == pb.NOT_FOUND
+
+
+@pytest.mark.parametrize("edit", ["step", "hash", "drop_hash", "reformat"])
+def test_tampered_manifest_fails(tok_dir, saved, edit):
+    _, ck = saved
+    path = ck / "manifest.json"
+    man = json.loads(path.read_text())
+    if edit == "step":
+        man["step"] = 100  # would silently shift the seeded noise stream and the resume point
+    elif edit == "hash":
+        man["integrity"]["weights.safetensors"]["sha256"] = "0" * 64
+    elif edit == "drop_hash":
+        del man["manifest_sha256"]
+    else:  # whitespace and key order do not matter: the hash covers content
+        path.write_text(json.dumps(man, indent=None, sort_keys=False))
+        checkpoint.restore(fresh(tok_dir), str(ck))
+        return
+    path.write_text(json.dumps(man))
+    with pytest.raises(CheckpointError, match=r"manifest\.json: SHA-256 mismatch \(the manifest was edited"):
+        checkpoint.restore(fresh(tok_dir), str(ck))
+
+
+def test_manifest_cannot_point_outside_the_directory(tok_dir, saved):
+    _, ck = saved
+    path = ck / "manifest.json"
+    man = json.loads(path.read_text())
+    man["integrity"]["../outside.safetensors"] = man["integrity"].pop("weights.safetensors")
+    man["manifest_sha256"] = checkpoint._manifest_digest(man)  # a consistent, but wrong, manifest
+    path.write_text(json.dumps(man))
+    with pytest.raises(CheckpointError, match="integrity record does not list"):
+        checkpoint.restore(fresh(tok_dir), str(ck))
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", "\xff\xfe"])
+def test_unreadable_manifest_fails(tok_dir, saved, content):
+    _, ck = saved
+    (ck / "manifest.json").write_bytes(content.encode("latin-1"))
+    with pytest.raises(CheckpointError, match=r"manifest\.json: (unreadable|not a JSON object).*rerun the stage"):
+        checkpoint.restore(fresh(tok_dir), str(ck))
+
+
+def test_missing_manifest_fails(tok_dir, saved):
+    _, ck = saved
+    (ck / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="no checkpoint at .*manifest.json missing.*rerun") as e:
+        checkpoint.restore(fresh(tok_dir), str(ck))
+    assert e.value.code == pb.NOT_FOUND
+
+
+def test_old_manifest_without_hashes_is_refused(tok_dir, saved):
+    _, ck = saved
+    path = ck / "manifest.json"
+    man = json.loads(path.read_text())
+    man["format"] = "dpalign-checkpoint/1"
+    del man["integrity"], man["manifest_sha256"]
+    path.write_text(json.dumps(man))
+    with pytest.raises(CheckpointError, match="format dpalign-checkpoint/1 has no SHA-256.*delete this checkpoint"):
+        checkpoint.restore(fresh(tok_dir), str(ck))
