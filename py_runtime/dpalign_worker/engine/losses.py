@@ -69,3 +69,11 @@ def ppo_loss(
         "approx_kl": masked_mean(0.5 * log_ratio.detach() ** 2, mask),
     }
     return loss, metrics
+
+
+def dirac_canary_loss(flat_params: torch.Tensor, index: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """White-box audit canary (Steinke, Nasr, Jagielski 2023): flat_params [P] (the trainable
+    parameters flattened in order), index [B] int64, scale [B] -> -scale * flat_params[index] [B].
+    Linear in the parameters, so example b's gradient is the constant -scale_b * e_{index_b}: a
+    Dirac vector of norm |scale_b| that does not depend on the model's state."""
+    return -scale.to(flat_params.dtype) * flat_params[index]

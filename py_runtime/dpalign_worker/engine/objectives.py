@@ -121,6 +121,39 @@ def _ppo(fwd: Forward, b: dict, p: dict):
     )
 
 
+# dirac_canary ------------------------------------------------------------------------------------
+def _prep_canary(b: dict, pad_id: int) -> dict:
+    require(b, ("canary_index",), "loss dirac_canary")
+    idx = b["canary_index"]
+    if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise invalid_argument("canary_index must be an integer tensor [n]", shape=list(idx.shape), dtype=str(idx.dtype))
+    idx = idx.long()
+    if idx.numel() and int(idx.min()) < 0:
+        raise invalid_argument("canary_index must be >= 0 (an index into the flattened trainable parameters)")
+    if "canary_scale" in b:
+        require(b, ("canary_index", "canary_scale"), "loss dirac_canary")
+        scale = b["canary_scale"].float()
+        if scale.dim() != 1:
+            raise invalid_argument("canary_scale must be [n]", shape=list(scale.shape))
+        if scale.numel() and not bool(torch.isfinite(scale).all()):
+            raise invalid_argument("canary_scale must be finite")
+    else:
+        scale = torch.ones(idx.shape[0])
+    return {"canary_index": idx, "canary_scale": scale}
+
+
+def _canary(fwd: Forward, b: dict, _p: dict):
+    params = getattr(fwd, "params", None)
+    if not params:
+        raise invalid_argument("loss dirac_canary needs the trainable parameters, which this backend does not expose")
+    flat = torch.cat([p.reshape(-1) for p in params.values()])
+    try:
+        loss = losses.dirac_canary_loss(flat, b["canary_index"], b["canary_scale"])
+    except IndexError as e:  # raised under vmap too, where the index cannot be inspected beforehand
+        raise invalid_argument(f"canary_index out of range: the model has {flat.shape[0]} trainable parameters ({e})") from e
+    return loss, {}
+
+
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
@@ -128,6 +161,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("classification", _prep_cls, _cls),
         Objective("pairwise_reward", _prep_pair, _pair),
         Objective("ppo", _prep_ppo, _ppo),
+        Objective("dirac_canary", _prep_canary, _canary),
     )
 }
 LOSS_PARAMS = {"ppo": {"clip_range", "clip_range_value", "vf_coef"}}

@@ -18,6 +18,10 @@ def _forward_fn(model: nn.Module, params: dict[str, torch.Tensor]):
     def fwd(input_ids: torch.Tensor, want: str = "logits") -> dict:
         return functional_call(model, params, (input_ids,), {"want": want}, strict=False)
 
+    # Objectives that act on the trainable parameters themselves (dirac_canary, for privacy audits)
+    # read them here, in the order of LoadedModel.trainable: the functional ones under torch.func,
+    # else the module's own.
+    fwd.params = params or {n: p for n, p in model.named_parameters() if p.requires_grad}
     return fwd
 
 
