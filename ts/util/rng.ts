@@ -1,11 +1,26 @@
 import { createHash, randomBytes } from "node:crypto";
 
+/** What sampling, shuffling and seed derivation need from a generator (seeded or secret-keyed). */
+export interface Rng {
+  /** Uniform in [0, 1) with 53 bits of precision. */
+  next(): number;
+  /** Uniform integer in [0, n). */
+  int(n: number): number;
+  /** A child generator with its own stream, derived from this one's key or seed and a label. */
+  fork(label: string): Rng;
+  /** A seed for a worker or a sub-process, drawn from this stream (fits in 63 bits). */
+  seedForChild(): bigint;
+  /** Fisher-Yates shuffle of a copy. */
+  shuffle<T>(items: readonly T[]): T[];
+}
+
 /**
- * The control plane's only source of randomness: a seeded xoshiro256** generator. Every decision
- * that matters for privacy or for the experiment (Poisson sampling, data splits, seeds handed to
- * workers) draws from an instance whose seed is recorded in the run. Math.random is never used.
+ * The control plane's generator for public randomness: a seeded xoshiro256** generator whose seed
+ * is recorded in the run (public roles, pre-training, the public classifier, evaluation prompts).
+ * Randomness that selects private records never comes from here: it comes from a KeyedRng under
+ * the run's secret key (DESIGN.md rule 7). Math.random is never used.
  */
-export class SeededRng {
+export class SeededRng implements Rng {
   readonly seed: bigint;
   private s: BigUint64Array;
 
@@ -63,13 +78,17 @@ export class SeededRng {
 
   /** Fisher-Yates shuffle of a copy. */
   shuffle<T>(items: readonly T[]): T[] {
-    const out = items.slice();
-    for (let i = out.length - 1; i > 0; i--) {
-      const j = this.int(i + 1);
-      [out[i], out[j]] = [out[j], out[i]];
-    }
-    return out;
+    return fisherYates(this, items);
   }
+}
+
+export function fisherYates<T>(rng: Pick<Rng, "int">, items: readonly T[]): T[] {
+  const out = items.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
 }
 
 function rotl(x: bigint, k: bigint): bigint {
