@@ -93,13 +93,28 @@ export const PrivacySchema = z.object({
    * are composed numerically and the budget is split between them.
    */
   composition: z.enum(["parallel", "sequential"]).default("parallel"),
-  /** Target delta; null: 1/|D| as in the paper (smaller is safer). */
-  delta: z.number().gt(0).lt(1).nullable().default(null),
+  /**
+   * Target delta. null (default): min(1/|D|^1.1, 1e-6), safely below 1/|D|. "1/n": 1/|D| as in
+   * the paper (reproduces its setting; a mechanism may then leak one record with probability ~delta).
+   */
+  delta: z.union([z.number().gt(0).lt(1), z.literal("1/n")]).nullable().default(null),
   accountant: z.enum(["prv", "rdp"]).default("prv"),
-  /** Noise from the OS's cryptographic source; false only for reproducible experiments (recorded). */
-  secureNoise: z.boolean().default(true),
-  noiseSeed: nonNegInt.optional(),
-}).strict();
+  /**
+   * Debugging only: derive the sampling key, the stage split and the noise from the run seed, so
+   * a run can be repeated exactly. Such a run is NOT differentially private (anyone with the seed
+   * recomputes its batches and noise); its reports say so and give epsilon as infinite.
+   */
+  reproducible: z.boolean().default(false),
+  /** Replaced by `reproducible`; kept only to explain the change to old configs. */
+  secureNoise: z.boolean().optional(),
+  noiseSeed: z.number().optional(),
+}).strict().superRefine((p, ctx) => {
+  for (const k of ["secureNoise", "noiseSeed"] as const) {
+    if (p[k] !== undefined) {
+      ctx.addIssue({ code: "custom", path: [k], message: "was replaced by privacy.reproducible (true: seeded sampling and noise, reported as NOT private); remove it" });
+    }
+  }
+});
 
 const SftFields = {
   /** Expected (Poisson) logical batch size in DP mode; the fixed batch size otherwise. */

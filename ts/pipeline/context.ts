@@ -1,7 +1,8 @@
 /** What every stage receives: the worker API, the config and its plan, the run dir, progress. */
 import type { WorkerApi } from "../worker/api.js";
 import type { ModelSpec, OptimizerSpec } from "../transport/messages.js";
-import type { SeededRng } from "../util/rng.js";
+import type { Rng } from "../util/rng.js";
+import type { SecretMode } from "./secret.js";
 import type { Config } from "./config.js";
 import type { RunPlan } from "./plan.js";
 import type { RunDir } from "./run-dir.js";
@@ -23,10 +24,22 @@ export interface PipelineContext {
   plan: RunPlan;
   run: RunDir;
   progress: Progress;
-  rng: SeededRng;
+  /** The run's secret generator: everything that selects private records draws from it (DESIGN.md rule 7). */
+  rng: Rng;
+  /** "reproducible": the key follows the public seed and noise is seeded (the run is not private). */
+  secretMode: SecretMode;
+  /** Show statistics of private batches on the console (--verbose-private); stdout is otherwise released. */
+  showPrivate: boolean;
+  /** Set by a signal handler: stages stop at their next batch boundary after saving. */
+  stop: StopRequest;
   roles: Roles;
   cacheDir: string;
   base: BaseModel;
+}
+
+export interface StopRequest {
+  requested: boolean;
+  signal?: string;
 }
 
 export interface SpecOptions {

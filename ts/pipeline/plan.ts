@@ -53,7 +53,10 @@ export interface RunPlan {
   dp: boolean;
   epsilon: number;
   delta: number;
-  deltaIsDefault: boolean;
+  /** How delta was chosen: the safe default min(1/|D|^1.1, 1e-6), the paper's 1/|D|, or given. */
+  deltaRule: "default" | "1/n" | "given";
+  /** Reproducible mode: sampling and noise follow the public seed, so the run is not private. */
+  reproducible: boolean;
   accountant: "prv" | "rdp";
   /** How the stages compose: disjoint D1 / D3 (parallel) or one user in both (sequential). */
   composition: "parallel" | "sequential";
@@ -92,6 +95,13 @@ function resolveSizes(cfg: Config, disjoint: boolean, avail: DataSizes): RunPlan
   return { privateD, d1, d3, publicCorpus, classifierTrain: d.classifierTrain, classifierHeldOut: d.classifierHeldOut, evalPrompts: d.evalPrompts };
 }
 
+/** delta from the config: null is the safe default min(1/|D|^1.1, 1e-6); "1/n" is the paper's 1/|D|. */
+export function resolveDelta(given: number | "1/n" | null, n: number): { delta: number; deltaRule: RunPlan["deltaRule"] } {
+  if (given === "1/n") return { delta: 1 / n, deltaRule: "1/n" };
+  if (given === null) return { delta: Math.min(n ** -1.1, 1e-6), deltaRule: "default" };
+  return { delta: given, deltaRule: "given" };
+}
+
 function dpStage(
   stage: "sft" | "ppo", n: number, batch: number, epochs: number, reuse: number, maxGradNorm: number,
   eps: number, delta: number, accountant: "prv" | "rdp", cal: Calibrator, field: string, givenSigma?: number,
@@ -117,9 +127,11 @@ export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SI
   const dp = Number.isFinite(eps);
   const composition = cfg.privacy.composition;
   const sizes = resolveSizes(cfg, disjointStages(cfg), avail);
-  const delta = cfg.privacy.delta ?? 1 / sizes.privateD;
+  const { delta, deltaRule } = resolveDelta(cfg.privacy.delta, sizes.privateD);
   const notes: string[] = [];
-  if (cfg.privacy.delta === null) notes.push(`delta = 1/|D| = ${delta.toExponential(3)} as in the paper; a smaller delta (e.g. 1e-6 or below) is safer`);
+  if (deltaRule === "1/n") notes.push(`delta = 1/|D| = ${delta.toExponential(3)} as in the paper; the default min(1/|D|^1.1, 1e-6) is safer`);
+  const reproducible = cfg.privacy.reproducible;
+  if (reproducible && dp) notes.push("privacy.reproducible: sampling, the stage split and the noise follow the public seed; this run is NOT differentially private (epsilon inf)");
   const { sft, ppo } = effectiveStages(cfg);
   const accountant = cfg.privacy.accountant;
 
@@ -165,7 +177,7 @@ export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SI
       };
     }
     return {
-      dp, epsilon: eps, delta, deltaIsDefault: cfg.privacy.delta === null, accountant, composition, sizes,
+      dp, epsilon: eps, delta, deltaRule, reproducible, accountant, composition, sizes,
       sft: sftPlan,
       ppo: { ...ppoPlan, rolloutBatch: ppo.batchSize, miniBatchesPerRollout },
       composed,
@@ -180,7 +192,7 @@ export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SI
   const common = { dp: false, sigma: 0, sigmaEffective: 0, epsilonTarget: Infinity, epsilonPlanned: Infinity, delta };
   notes.push("non-private run (epsilon = inf): D1 = D3 = all of D, as in the paper");
   return {
-    dp, epsilon: eps, delta, deltaIsDefault: cfg.privacy.delta === null, accountant, composition, sizes,
+    dp, epsilon: eps, delta, deltaRule, reproducible, accountant, composition, sizes,
     sft: { ...common, stage: "sft", datasetSize: sizes.d1, batchSize: sft.batchSize, q: sft.batchSize / sizes.d1, sampledBatches: sftBatches, reuse: 1, optimizerSteps: sftBatches, maxGradNorm: sft.maxGradNorm },
     ppo: {
       ...common, stage: "ppo", datasetSize: sizes.d3, batchSize: ppo.miniBatchSize, q: ppo.miniBatchSize / sizes.d3,
@@ -198,9 +210,12 @@ const fmt = (x: number, d = 4) => (Number.isFinite(x) ? Number(x.toPrecision(d))
 /** Human-readable plan, printed by `dpalign run --dry-run`. */
 export function formatPlan(p: RunPlan): string {
   const lines: string[] = [];
-  lines.push(`privacy: epsilon ${fmt(p.epsilon)}, delta ${p.delta.toExponential(3)}${p.deltaIsDefault ? " (1/|D|)" : ""}, accountant ${p.accountant}`);
+  const deltaNote = { default: " (min(1/|D|^1.1, 1e-6))", "1/n": " (1/|D|)", given: "" }[p.deltaRule];
+  if (p.reproducible && p.dp) lines.push("NOT PRIVATE: privacy.reproducible is set; the mechanism below is calibrated, but its samples and noise can be recomputed from the seed");
+  lines.push(`privacy: epsilon ${fmt(p.epsilon)}, delta ${p.delta.toExponential(3)}${deltaNote}, accountant ${p.accountant}`);
   const s = p.sizes;
-  lines.push(`data: |D| ${s.privateD}, |D1| ${s.d1} (SFT), |D3| ${s.d3} (PPO prompts), public corpus ${s.publicCorpus}, classifier ${s.classifierTrain} train / ${s.classifierHeldOut} held-out, eval prompts ${s.evalPrompts}`);
+  // Planned sizes come from the config; the realised sizes of D1 / D3 are private (per-record assignment).
+  lines.push(`data (planned): |D| ${s.privateD}, |D1| ${s.d1} (SFT), |D3| ${s.d3} (PPO prompts), public corpus ${s.publicCorpus}, classifier ${s.classifierTrain} train / ${s.classifierHeldOut} held-out, eval prompts ${s.evalPrompts}`);
   for (const st of [p.sft, p.ppo]) {
     const head = `${st.stage.toUpperCase()}: N ${st.datasetSize}, ${st.dp ? "expected batch" : "batch"} ${st.batchSize}, q ${fmt(st.q)}, batches ${st.sampledBatches}, T_reuse ${st.reuse}, optimizer steps ${st.optimizerSteps}`;
     lines.push(st.dp ? `${head}, sigma ${fmt(st.sigma)} (accounted ${fmt(st.sigmaEffective)}), C ${st.maxGradNorm}, planned eps ${fmt(st.epsilonPlanned)}` : `${head}, non-private`);

@@ -9,7 +9,9 @@ const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : x === Infin
 
 export function renderReport(cfg: Config, s: RunSummary): string {
   const L: string[] = [];
-  L.push(`# dpalign run: ${cfg.name} (epsilon ${f(cfg.privacy.epsilon, 2)}, seed ${cfg.seed})`, "");
+  // The first line says plainly when the run's epsilon does not hold (DESIGN.md rule 6).
+  if (s.privacy.notPrivateReason && s.plan.dp) L.push(`**NOT DIFFERENTIALLY PRIVATE (epsilon = inf):** ${s.privacy.notPrivateReason}.`, "");
+  L.push(`# dpalign run: ${cfg.name} (epsilon ${f(s.privacy.composed.epsilon, 2)}, seed ${cfg.seed})`, "");
   L.push("Scenario 1 (PAPER.md): IMDb positive continuations with a public sentiment-classifier reward.", "");
   L.push("## Evaluation (mean reward of completions of held-out prompts, 95% CI over prompts)", "");
   L.push("| model | mean reward | 95% CI | prompts |", "|---|---|---|---|");
@@ -21,7 +23,9 @@ export function renderReport(cfg: Config, s: RunSummary): string {
     L.push(`| ${st.stage} | ${f(st.q, 4)} | ${f(st.sigma)} | ${f(st.sigmaAccounted)} | ${st.maxGradNorm} | ${st.reuse} | ${st.batchesExecuted} / ${st.batchesPlanned} | ${f(st.epsilon)} | ${st.noiseMode} |`);
   }
   L.push("", `Composed: epsilon ${f(s.privacy.composed.epsilon)}, delta ${s.privacy.composed.delta.toExponential(3)} (${s.privacy.composed.rule}).`);
-  if (s.plan.deltaIsDefault) L.push("", "Note: delta = 1/|D| as in the paper; smaller is safer.");
+  if (s.privacy.composed.epsilon !== s.privacy.composed.mechanismEpsilon) L.push("", `The calibrated mechanism alone would give epsilon ${f(s.privacy.composed.mechanismEpsilon)}.`);
+  L.push("", "Released files carry no statistic of private batches: losses, rewards, batch sizes, norms and membership are in `private/` (keep that folder private).");
+  if (s.plan.deltaRule === "1/n") L.push("", "Note: delta = 1/|D| as in the paper; the default min(1/|D|^1.1, 1e-6) is safer.");
   L.push("", "## Plan", "", "```", formatPlan(s.plan), "```", "");
   L.push("## Public models", "");
   L.push(`- Pretrained tiny model: ${cfg.model.tiny.nLayer} layers, n_embd ${cfg.model.tiny.nEmbd}, vocab ${cfg.model.tiny.vocabSize}; ${cfg.pretrain.steps} steps on ${s.plan.sizes.publicCorpus} public unsup reviews; final loss ${f(s.pretrain.finalLoss)}${s.pretrain.reused ? " (cached)" : ""}.`);

@@ -9,17 +9,20 @@ import { join } from "node:path";
 import { WorkerClient } from "../transport/client.js";
 import { WorkerApi } from "../worker/api.js";
 import { SeededRng } from "../util/rng.js";
-import { ConfigError } from "../util/errors.js";
 import { projectRoot } from "../util/python.js";
 import type { Config } from "./config.js";
 import { resolveDataDir } from "./data/dir.js";
-import { assignRoles, describeRoles, loadImdb, roleIds, type ImdbSources } from "./data/roles.js";
+import { assignRoles, describePrivateRoles, describePublicRoles, loadImdb, privateRolesDigest, type ImdbSources } from "./data/roles.js";
 import { cleanReview } from "./data/jsonl.js";
 import { disjointStages, planRun, formatPlan, type RunPlan } from "./plan.js";
 import { accountantCalibrator } from "./privacy.js";
 import { RunDir } from "./run-dir.js";
+import { RunIntegrityError, ResumeMismatchError } from "./run-errors.js";
+import { RunLock } from "./lock.js";
+import { openRunSecret } from "./secret.js";
+import { bindRun, fingerprintImdb } from "./binding.js";
 import { silentProgress, type Progress } from "./progress.js";
-import { modelSpec, type BaseModel, type PipelineContext } from "./context.js";
+import { modelSpec, type BaseModel, type PipelineContext, type StopRequest } from "./context.js";
 import { pretrain, type PretrainResult } from "./stages/pretrain.js";
 import { trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResult } from "./stages/reward.js";
 import { runSft, type SftResult } from "./stages/sft.js";
@@ -28,7 +31,7 @@ import { evaluateModel, type ModelEval } from "./stages/evaluate.js";
 import type { StageHooks } from "./stages/common.js";
 import { cutPrompts, tokenizeRows } from "./tokens.js";
 import { privacyReport, type PrivacyReport } from "./privacy-report.js";
-import { BATCHES_FILE, PRIVACY_LEDGER_FILE, type LedgerEntry } from "./dp-step.js";
+import { ledgerBatches, PRIVACY_LEDGER_FILE, readRunLedger } from "./dp-step.js";
 import { writeReport } from "./report.js";
 
 export const DEFAULT_CACHE_DIR = join(projectRoot, ".dpalign-cache");
@@ -42,8 +45,14 @@ export interface RunOptions {
   /** An existing worker (tests, sweeps); otherwise one is spawned and closed. */
   api?: WorkerApi;
   hooks?: StageHooks;
-  /** Already-loaded data (sweeps load it once). */
-  data?: ImdbSources;
+  /** Already-loaded data (sweeps load it once), with the directory it came from. */
+  data?: { data: ImdbSources; dir: string };
+  /** Show statistics of private batches on the console (--verbose-private). */
+  showPrivate?: boolean;
+  /** Set by the CLI's signal handlers: stages stop at the next batch boundary, after saving. */
+  stop?: StopRequest;
+  /** Break a stale lock left by a process that is gone (--force-unlock). */
+  forceUnlock?: boolean;
 }
 
 export interface RunSummary {
@@ -66,11 +75,26 @@ export function defaultRunDir(cfg: Config): string {
 
 /** Refuses to reuse a run directory made with another config (a resumed run must be the same run). */
 function claimRunDir(run: RunDir, cfg: Config): void {
-  const prev = run.readJson<Config>("config.json");
-  if (prev && JSON.stringify(prev) !== JSON.stringify(JSON.parse(JSON.stringify(cfg, (_k, v) => (v === Infinity ? "inf" : v)), (_k, v) => (v === "inf" ? Infinity : v)))) {
-    throw new ConfigError(`${run.dir} holds a run with a different config; pass another --run-dir or delete it`);
+  const prev = run.readJson<unknown>("config.json");
+  const norm = (c: unknown) => JSON.stringify(c, (_k, v) => (v === Infinity ? "inf" : v));
+  if (prev !== undefined && norm(prev) !== norm(cfg)) {
+    const diff = differingFields(JSON.parse(norm(prev)), JSON.parse(norm(cfg)));
+    throw new ResumeMismatchError(`${run.dir} holds a run with a different config (${diff.slice(0, 5).join(", ") || "config.json"} differ); pass another --run-dir, or the same config to resume`);
   }
   run.writeJson("config.json", cfg);
+}
+
+function differingFields(a: unknown, b: unknown, path = ""): string[] {
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null || Array.isArray(a) || Array.isArray(b)) {
+    return JSON.stringify(a) === JSON.stringify(b) ? [] : [path || "(config)"];
+  }
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].flatMap((k) => differingFields((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k));
+}
+
+/** Whether the run directory already holds training progress (then its secret and binding must be there). */
+function hasProgress(run: RunDir): boolean {
+  return existsSync(run.path(PRIVACY_LEDGER_FILE)) || existsSync(run.path("checkpoints")) || existsSync(run.path("stages"));
 }
 
 export async function loadData(cfg: Config, dataDir?: string): Promise<{ data: ImdbSources; dir: string }> {
@@ -79,21 +103,38 @@ export async function loadData(cfg: Config, dataDir?: string): Promise<{ data: I
 }
 
 export async function runPipeline(o: RunOptions): Promise<RunSummary> {
+  const run = new RunDir(o.runDir);
+  const lock = RunLock.acquire(run.dir, { forceUnlock: o.forceUnlock });
+  try {
+    return await runLocked(o, run);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
   const t0 = Date.now();
   const { cfg } = o;
   const progress = o.progress ?? silentProgress;
   const cacheDir = o.cacheDir ?? DEFAULT_CACHE_DIR;
-  const run = new RunDir(o.runDir);
+  const progressBefore = hasProgress(run);
   claimRunDir(run, cfg);
-  const data = o.data ?? (await loadData(cfg, o.dataDir)).data;
-  const roles = assignRoles(data, cfg.data, cfg.seed, disjointStages(cfg));
+  const secret = openRunSecret(run, cfg.privacy.reproducible, cfg.seed, progressBefore);
+  const { data, dir: dataDir } = o.data ?? (await loadData(cfg, o.dataDir));
+  const roles = assignRoles(data, cfg.data, secret.rng.fork("roles"), disjointStages(cfg));
+  const fingerprint = fingerprintImdb(dataDir);
+  bindRun(run, fingerprint, privateRolesDigest(roles));
   const plan = planRun(cfg, accountantCalibrator, { train: data.train.length, test: data.test.length, unsup: data.unsup.length });
   run.writeJson("plan.json", plan);
-  run.writeJson("roles.json", { ...describeRoles(roles), ids: roleIds(roles) });
+  verifyLedger(run, plan, false);
+  // Released: the public roles and the public data files' hashes. Private: the split and its sizes.
+  run.writeJson("roles.json", { ...describePublicRoles(roles), data: { test: fingerprint.test, unsup: fingerprint.unsup } });
+  run.writePrivateJson("roles.json", describePrivateRoles(roles));
   progress.log(formatPlan(plan));
+  if (o.showPrivate) progress.log("WARNING: --verbose-private prints statistics of private batches; do not publish this output");
 
   let client: WorkerClient | undefined;
-  const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn({ onStderr: (l) => run.appendJsonl("worker-stderr.jsonl", l) })));
+  const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn({ onStderr: (l) => run.appendPrivateJsonl("worker-stderr.jsonl", l) })));
   const stageWallS: Record<string, number> = {};
   try {
     let s = Date.now();
@@ -110,7 +151,10 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
     progress.log(`reward classifier: held-out accuracy ${(100 * rm.heldOutAccuracy).toFixed(1)}% on ${rm.heldOutSize} public reviews${rm.reused ? " (cached)" : ""}`);
     await loadRewardModel(api, cfg, base, rm);
 
-    const ctx: PipelineContext = { api, cfg, plan, run, progress, rng: new SeededRng(`run/${cfg.seed}`), roles, cacheDir, base };
+    const ctx: PipelineContext = {
+      api, cfg, plan, run, progress, rng: secret.rng.fork("stages"), secretMode: secret.mode, showPrivate: o.showPrivate ?? false,
+      stop: o.stop ?? { requested: false }, roles, cacheDir, base,
+    };
     const ppoCfg = cfg.ppo;
     let sft = run.stageResult<SftResult>("sft");
     if (!sft) {
@@ -135,7 +179,7 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
       const evRows = await tokenizeRows(api, REWARD_HANDLE, roles.evalPrompts.map((r) => cleanReview(r.text)), cfg.eval.promptTokens[1]);
       const prompts = cutPrompts(evRows, cfg.eval.promptTokens, new SeededRng(`eval-prompts/${cfg.data.publicSeed}`)).filter((r) => r.length >= 1);
       evals = [];
-      for (const [name, ckpt] of [["pretrained", base.checkpoint], ["sft", sft.checkpoint], ["aligned", ppo.checkpoint]] as const) {
+      for (const [name, ckpt] of [["pretrained", base.checkpoint], ["sft", run.resolve(sft.checkpoint)], ["aligned", run.resolve(ppo.checkpoint)]] as const) {
         progress.log(`evaluate: ${name} on ${prompts.length} held-out prompts`);
         const ev = await evaluateModel(ctx, name, ckpt, prompts);
         for (const sm of ev.samples) run.appendJsonl("samples.jsonl", { model: name, ...sm });
@@ -144,10 +188,11 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
       stageWallS.evaluate = (Date.now() - s) / 1000;
       run.markDone("evaluate", { evals });
     }
-    const privacy = privacyReport(plan, run.readJsonl<LedgerEntry>(BATCHES_FILE), accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
+    const records = verifyLedger(run, plan, true);
+    const privacy = privacyReport(plan, records, accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
     run.writeJson("privacy.json", privacy);
     const summary: RunSummary = { runDir: run.dir, plan, pretrain: pre, reward: rm, sft, ppo, evals, privacy, wallS: (Date.now() - t0) / 1000, stageWallS };
-    run.writeJson("summary.json", { ...summary, plan: undefined });
+    run.writeJson("summary.json", { ...summary, runDir: undefined, plan: undefined });
     writeReport(run, cfg, summary);
     return summary;
   } finally {
@@ -161,6 +206,37 @@ async function hfBase(api: WorkerApi, cfg: Config): Promise<PretrainResult> {
   const info = await api.loadModel({ handle: "probe", spec: modelSpec(cfg, { tokenizerDir: "", checkpoint: "" }, {}) });
   await api.unloadModel("probe");
   return { key: cfg.model.hfPath ?? "", dir: cfg.model.hfPath ?? "", tokenizerDir: "", checkpoint: "", padId: info.padTokenId, eosId: info.eosTokenId, finalLoss: NaN, wallS: 0, reused: true };
+}
+
+/**
+ * The ledger against the run directory, at start (before anything runs, so tampering is caught
+ * before more budget is spent) and at the end: a completed DP stage is accounted exactly as
+ * planned, and no stage's checkpoint holds more batches than the ledger accounts.
+ */
+function verifyLedger(run: RunDir, plan: RunPlan, atEnd: boolean) {
+  const { records, ledger } = readRunLedger(run);
+  for (const sp of [plan.sft, plan.ppo]) {
+    if (!sp.dp) continue;
+    const accounted = ledgerBatches(records, sp, ledger.path);
+    if ((atEnd || run.isDone(sp.stage)) && accounted !== sp.sampledBatches) {
+      throw new RunIntegrityError(
+        `${ledger.path}: the ledger accounts ${accounted} ${sp.stage} batches but the stage completed ${sp.sampledBatches} (was the ledger deleted or cut?); the run's epsilon cannot be established: start again in a new --run-dir`,
+      );
+    }
+    const manifestFile = join("checkpoints", sp.stage, "last", "manifest.json");
+    const manifest = run.readJson<{ metadata?: Record<string, string> }>(manifestFile);
+    if (!manifest) {
+      if (atEnd) throw new RunIntegrityError(`${run.path(manifestFile)} is missing at the end of the run; start again in a new --run-dir`);
+      continue;
+    }
+    const held = Number(manifest.metadata?.batches ?? NaN);
+    if (!(held <= accounted)) {
+      throw new RunIntegrityError(
+        `${ledger.path}: the ${sp.stage} checkpoint holds ${held} batches but the ledger accounts ${accounted}: batches ran that the ledger does not show (was it deleted or cut?); the run's epsilon cannot be established: start again in a new --run-dir`,
+      );
+    }
+  }
+  return records;
 }
 
 export function isComplete(runDir: string): boolean {

@@ -1,13 +1,13 @@
 /**
  * Poisson sampling (DESIGN.md rule 1): each example enters a step independently with
- * probability q; batch sizes vary and an empty batch is a valid step. Drawn from a SeededRng
- * whose seed is recorded in the run.
+ * probability q; batch sizes vary and an empty batch is a valid step. In a private stage the rng is
+ * keyed by the run's secret key (DESIGN.md rule 7), so the samples cannot be recomputed.
  */
 import { InvalidArgumentError } from "../util/errors.js";
-import type { SeededRng } from "../util/rng.js";
+import type { Rng } from "../util/rng.js";
 
 /** Indices in [0, n) that enter this step. */
-export function poissonSample(n: number, q: number, rng: SeededRng): number[] {
+export function poissonSample(n: number, q: number, rng: Rng): number[] {
   if (!(q >= 0 && q <= 1)) throw new InvalidArgumentError("q", `sampling rate must be in [0, 1], got ${q}`);
   const out: number[] = [];
   if (q === 0) return out;
@@ -27,7 +27,7 @@ export function poissonSample(n: number, q: number, rng: SeededRng): number[] {
 }
 
 /** Non-private batches: a seeded shuffle of [0, n) cut into batches of `size` (the last may be short). */
-export function shuffledBatches(n: number, size: number, rng: SeededRng): number[][] {
+export function shuffledBatches(n: number, size: number, rng: Rng): number[][] {
   const idx = rng.shuffle(Array.from({ length: n }, (_, i) => i));
   const out: number[][] = [];
   for (let i = 0; i < n; i += size) out.push(idx.slice(i, i + size));

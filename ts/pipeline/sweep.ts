@@ -9,6 +9,7 @@ import { WorkerApi } from "../worker/api.js";
 import type { Config } from "./config.js";
 import { isComplete, loadData, runPipeline, type RunOptions } from "./run.js";
 import { RunDir } from "./run-dir.js";
+import { RunLock } from "./lock.js";
 import { buildTable, renderTable, type SweepCell } from "./table.js";
 import { silentProgress, type Progress } from "./progress.js";
 
@@ -20,6 +21,9 @@ export interface SweepOptions {
   progress?: Progress;
   api?: WorkerApi;
   hooks?: RunOptions["hooks"];
+  showPrivate?: boolean;
+  stop?: RunOptions["stop"];
+  forceUnlock?: boolean;
 }
 
 export const epsLabel = (e: number) => (Number.isFinite(e) ? String(e) : "inf");
@@ -29,13 +33,22 @@ export function sweepRunDir(root: string, eps: number, seed: number): string {
 }
 
 export async function runSweep(o: SweepOptions): Promise<{ cells: SweepCell[]; markdown: string }> {
+  const root = new RunDir(o.root);
+  const lock = RunLock.acquire(root.dir, { forceUnlock: o.forceUnlock });
+  try {
+    return await sweepLocked(o, root);
+  } finally {
+    lock.release();
+  }
+}
+
+async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: SweepCell[]; markdown: string }> {
   const progress = o.progress ?? silentProgress;
   const { cfg } = o;
-  const data = (await loadData(cfg, o.dataDir)).data;
+  const data = await loadData(cfg, o.dataDir);
   let client: WorkerClient | undefined;
   const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn()));
   const cells: SweepCell[] = [];
-  const root = new RunDir(o.root);
   root.writeJson("sweep-config.json", cfg);
   try {
     for (const seed of cfg.sweep.seeds) {
@@ -46,7 +59,10 @@ export async function runSweep(o: SweepOptions): Promise<{ cells: SweepCell[]; m
           progress.log(`sweep: eps ${epsLabel(eps)} seed ${seed} already complete, skipped`);
         } else {
           progress.log(`sweep: eps ${epsLabel(eps)} seed ${seed} -> ${dir}`);
-          await runPipeline({ cfg: runCfg, runDir: dir, dataDir: o.dataDir, cacheDir: o.cacheDir, progress, api, data, hooks: o.hooks });
+          await runPipeline({
+            cfg: runCfg, runDir: dir, dataDir: o.dataDir, cacheDir: o.cacheDir, progress, api, data, hooks: o.hooks,
+            showPrivate: o.showPrivate, stop: o.stop, forceUnlock: o.forceUnlock,
+          });
         }
         const s = new RunDir(dir).readJson<{ evals: { model: string; meanReward: number }[]; wallS: number }>("summary.json")!;
         const get = (m: string) => s.evals.find((e) => e.model === m)?.meanReward ?? NaN;

@@ -1,7 +1,7 @@
 /** Token rows (ragged number[][]) to and from the worker's padded int64 batches. */
 import { Tensor, type TensorMap } from "../transport/tensor.js";
 import type { WorkerApi } from "../worker/api.js";
-import type { SeededRng } from "../util/rng.js";
+import type { Rng } from "../util/rng.js";
 
 /**
  * Cuts a text to a character budget before tokenisation (tokenising whole reviews to keep their
@@ -38,7 +38,7 @@ export function lmBatch(rows: readonly (readonly number[])[], pad: number): Tens
 }
 
 /** Prompt prefixes: row i cut to a length drawn uniformly from [min, max] (fixed by the rng). */
-export function cutPrompts(rows: readonly (readonly number[])[], [min, max]: readonly [number, number], rng: SeededRng): number[][] {
+export function cutPrompts(rows: readonly (readonly number[])[], [min, max]: readonly [number, number], rng: Rng): number[][] {
   return rows.map((r) => r.slice(0, Math.min(r.length, min + rng.int(max - min + 1))));
 }
 

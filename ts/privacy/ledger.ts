@@ -3,7 +3,8 @@
  * (written from what the worker reports), and the budget guard that refuses a plan over its
  * target and stops a run before a step would take it over.
  */
-import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
 import { z } from "zod";
 import { BudgetExceededError, DataError } from "../util/errors.js";
 import type { AccountantOptions } from "./accountants/index.js";
@@ -11,7 +12,7 @@ import { type Composed, compose } from "./compose.js";
 import { type CompositionMode, type PrivacyPlan, stageMechanism } from "./plan.js";
 import { ACCOUNTANT_NAMES, type AccountantName, type Mechanism, resolveAccountant, validateDelta, validateEpsilon, validateMechanism } from "./types.js";
 
-/** One executed mechanism as the ledger records it. */
+/** One executed mechanism as the ledger records it: public parameters only (no batch sizes, no ids). */
 export const ledgerRecordSchema = z
   .object({
     time: z.string(),
@@ -22,44 +23,83 @@ export const ledgerRecordSchema = z
     steps: z.number().int().nonnegative(),
     /** Noisy steps per sampled batch (T_PPO); the accounted sigma is sigma / sqrt(reuse). */
     reuse: z.number().int().positive().default(1),
-    batch_size: z.object({ mean: z.number(), min: z.number(), max: z.number(), empty: z.number().int().nonnegative() }).optional(),
     accountant: z.enum(ACCOUNTANT_NAMES),
-    seed_mode: z.enum(["secure", "fixed"]),
+    /** How the noise was drawn: from a CSPRNG ("secure") or from a recorded seed ("seeded": not private). */
+    noise: z.enum(["secure", "seeded"]),
+    /** The sampled batches [from_batch, to_batch) of the stage that this record covers (a run's ledger). */
+    from_batch: z.number().int().nonnegative().optional(),
+    to_batch: z.number().int().nonnegative().optional(),
+    /** SHA-256 of the previous line ("" for the first): a removed, edited or reordered line breaks the chain. */
+    prev: z.string().optional(),
   })
   .strict();
 export type LedgerRecord = z.infer<typeof ledgerRecordSchema>;
-/** A record to append; `time` defaults to now and `reuse` to 1. */
-export type LedgerEntry = Omit<LedgerRecord, "time" | "reuse"> & { time?: string; reuse?: number };
+/** A record to append; `time` defaults to now, `reuse` to 1, and `prev` is filled in by the ledger. */
+export type LedgerEntry = Omit<LedgerRecord, "time" | "reuse" | "prev"> & { time?: string; reuse?: number };
 
-/** Append-only JSON-lines ledger of executed mechanisms. */
+const lineHash = (line: string) => createHash("sha256").update(line).digest("hex");
+
+/** Append-only JSON-lines ledger of executed mechanisms, hash-chained and fsynced line by line. */
 export class PrivacyLedger {
   constructor(readonly path: string) {}
 
-  /** Validates and appends one record (one line); never rewrites earlier lines. */
+  /** Validates and appends one record (one line, durable when this returns); never rewrites earlier lines. */
   append(entry: LedgerEntry): LedgerRecord {
-    const rec = ledgerRecordSchema.parse({ ...entry, time: entry.time ?? new Date().toISOString() });
-    appendFileSync(this.path, JSON.stringify(rec) + "\n", { encoding: "utf8", flag: "a" });
+    const lines = this.lines();
+    const prev = lines.length ? lineHash(lines[lines.length - 1].text) : "";
+    const rec = ledgerRecordSchema.parse({ ...entry, time: entry.time ?? new Date().toISOString(), prev });
+    const fd = openSync(this.path, "a");
+    try {
+      writeSync(fd, JSON.stringify(rec) + "\n");
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     return rec;
   }
 
-  /** Every record, in order; a malformed line is a DataError naming file and line. */
-  read(): LedgerRecord[] {
+  /** The non-empty lines with their line numbers; a last line without its newline is an interrupted write. */
+  private lines(): { text: string; line: number }[] {
     if (!existsSync(this.path)) return [];
-    const lines = readFileSync(this.path, "utf8").split("\n");
+    const raw = readFileSync(this.path, "utf8");
+    if (raw.length > 0 && !raw.endsWith("\n")) {
+      const n = raw.split("\n").length;
+      throw new DataError(`${this.path}:${n}: the last line is incomplete (a write was interrupted or the file was cut); the ledger cannot be trusted`);
+    }
+    return raw.split("\n").map((text, i) => ({ text, line: i + 1 })).filter((l) => l.text.trim() !== "");
+  }
+
+  /** Every record, in order. A malformed line, or a broken hash chain, is a DataError naming file and line. */
+  read(): LedgerRecord[] {
     const out: LedgerRecord[] = [];
-    lines.forEach((line, i) => {
-      if (line.trim() === "") return;
+    let prevText: string | undefined;
+    for (const { text, line } of this.lines()) {
       let raw: unknown;
       try {
-        raw = JSON.parse(line);
+        raw = JSON.parse(text);
       } catch {
-        throw new DataError(`${this.path}:${i + 1}: not a JSON object`);
+        throw new DataError(`${this.path}:${line}: not a JSON object`);
       }
       const r = ledgerRecordSchema.safeParse(raw);
-      if (!r.success) throw new DataError(`${this.path}:${i + 1}: ${r.error.issues.map((x) => `${x.path.join(".")}: ${x.message}`).join("; ")}`);
+      if (!r.success) throw new DataError(`${this.path}:${line}: ${r.error.issues.map((x) => `${x.path.join(".")}: ${x.message}`).join("; ")}`);
+      if (r.data.prev !== undefined && r.data.prev !== (prevText === undefined ? "" : lineHash(prevText))) {
+        throw new DataError(`${this.path}:${line}: the hash chain is broken (a line before it was removed, edited or reordered); the ledger cannot be trusted`);
+      }
       out.push(r.data);
-    });
+      prevText = text;
+    }
     return out;
+  }
+
+  /** SHA-256 of the last line ("" when empty): what a checkpoint records to bind itself to the ledger. */
+  head(): string {
+    const lines = this.lines();
+    return lines.length ? lineHash(lines[lines.length - 1].text) : "";
+  }
+
+  /** SHA-256 of every line, in order. */
+  hashes(): string[] {
+    return this.lines().map((l) => lineHash(l.text));
   }
 
   /** Per stage: total steps and the accounted mechanisms (reuse folded into sigma). */

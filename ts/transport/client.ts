@@ -81,7 +81,14 @@ export class WorkerClient implements RpcCaller {
 
   private constructor(private readonly opts: WorkerClientOptions, endpoint: string, private readonly spawned: boolean) {
     this._endpoint = endpoint;
+    // A process that exits without closing the client (a second Ctrl-C) still removes its socket file.
+    if (spawned) process.once("exit", this.removeSocketFile);
   }
+
+  private readonly removeSocketFile = () => {
+    const path = ipcPath(this._endpoint);
+    if (path) rmSync(path, { force: true });
+  };
 
   /**
    * Spawns `python -m dpalign_worker` and completes the handshake. With `keysDir` the worker is
@@ -150,6 +157,7 @@ export class WorkerClient implements RpcCaller {
       }
     }
     await this.teardown(5_000);
+    process.removeListener("exit", this.removeSocketFile);
     this.failAll(new WorkerClosedError());
     this._state = "closed";
   }
@@ -356,7 +364,6 @@ export class WorkerClient implements RpcCaller {
     const socket = this.socket;
     this.socket = undefined;
     if (socket && !socket.closed) socket.close();
-    const path = ipcPath(this._endpoint);
-    if (this.spawned && path) rmSync(path, { force: true });
+    if (this.spawned) this.removeSocketFile();
   }
 }

@@ -46,7 +46,7 @@ describe("dpalign run --dry-run", () => {
     expect(out).toMatch(/\|D\| 25000, \|D1\| 12500/);
     expect(out).toMatch(/SFT: N 12500, expected batch 512, q 0\.04096, batches 977, .*sigma \d/);
     expect(out).toMatch(/PPO: N 12500, expected batch 256, q 0\.02048, batches 4883, .*sigma \d/);
-    expect(out).toMatch(/smaller delta/);
+    expect(out).toMatch(/delta 4\.000e-5 \(1\/\|D\|\).*\n[^]*the default min\(1\/\|D\|\^1\.1, 1e-6\) is safer/);
   });
   it("names the field of a malformed config", async () => {
     const f = join(tmpDir(), "bad.yaml");

@@ -58,16 +58,21 @@ describe("config schema", () => {
 
 describe("plan", () => {
   const base = { data: { privateSize: 1000 }, sft: { batchSize: 50, epochs: 2 }, ppo: { batchSize: 100, miniBatchSize: 20, epochs: 1, ppoEpochs: 2 } };
-  it("derives N, q, steps, delta = 1/|D| and sigma per stage in DP mode", () => {
+  it("derives N, q, steps, delta and sigma per stage in DP mode", () => {
     const p = planRun(parseConfig(base), fakeCalibrator);
     expect(p.dp).toBe(true);
-    expect(p.delta).toBeCloseTo(1e-3);
+    // the default delta is min(1/|D|^1.1, 1e-6); "1/n" gives the paper's 1/|D|
+    expect(p.delta).toBe(1e-6);
+    expect(p.deltaRule).toBe("default");
+    expect(planRun(parseConfig({ ...base, data: { privateSize: 100 } , sft: { batchSize: 10, epochs: 1 }, ppo: { batchSize: 10, miniBatchSize: 5, epochs: 1 } }), fakeCalibrator).delta).toBe(1e-6);
+    const paper = planRun(parseConfig({ ...base, privacy: { delta: "1/n" } }), fakeCalibrator);
+    expect(paper.delta).toBeCloseTo(1e-3);
+    expect(paper.notes.join("\n")).toMatch(/1\/\|D\| .* as in the paper; the default .* is safer/);
     expect(p.sizes).toMatchObject({ privateD: 1000, d1: 500, d3: 500 });
     expect(p.sft).toMatchObject({ datasetSize: 500, q: 0.1, sampledBatches: 20, reuse: 1, optimizerSteps: 20 });
     expect(p.ppo).toMatchObject({ datasetSize: 500, q: 0.04, sampledBatches: 25, reuse: 2, optimizerSteps: 50 });
     // T_PPO = K reuse: the step's sigma is sigma_eff * sqrt(K)
     expect(p.ppo.sigma).toBeCloseTo(p.ppo.sigmaEffective * Math.sqrt(2));
-    expect(p.notes.join("\n")).toMatch(/smaller delta .* is safer/);
     expect(formatPlan(p)).toMatch(/SFT: N 500.*sigma/);
   });
   it("splits the budget between stages that share users (sequential composition)", () => {

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { readJsonl, imdbValidator, cleanReview } from "../../../ts/pipeline/data/jsonl.js";
 import { resolveDataDir } from "../../../ts/pipeline/data/dir.js";
-import { assignRoles, loadImdb, describeRoles } from "../../../ts/pipeline/data/roles.js";
+import { loadImdb } from "../../../ts/pipeline/data/roles.js";
 import { convertImdbArchive } from "../../../ts/pipeline/data/fetch.js";
 import { DataError } from "../../../ts/util/errors.js";
 import { tmpDir, writeTinyImdb } from "./helpers.js";
@@ -57,35 +57,6 @@ describe("data directory resolution", () => {
     expect(resolveDataDir({ env: {}, defaults: ["/nonexistent", a] })).toEqual({ dir: a, from: "default" });
     expect(() => resolveDataDir({ env: {}, defaults: ["/nonexistent"] })).toThrow(/dpalign data fetch imdb/);
     expect(() => resolveDataDir({ flag: "/nonexistent/dir" })).toThrow(/--data-dir/);
-  });
-});
-
-describe("roles", () => {
-  const sizes = { pretrainDocs: 30, classifierTrain: 10, classifierHeldOut: 5, evalPrompts: 5, privateSize: 30, sftFraction: 0.5 } as const;
-  it("are disjoint in DP mode, fixed by the seed, and recorded", async () => {
-    const src = await loadImdb(writeTinyImdb(tmpDir()));
-    const r = assignRoles(src, sizes, 7, true);
-    expect(r.d1).toHaveLength(15);
-    expect(r.d3).toHaveLength(15);
-    const d1 = new Set(r.d1.map((x) => x.id));
-    expect(r.d3.some((x) => d1.has(x.id))).toBe(false);
-    const testIds = [...r.classifierTrain, ...r.classifierHeldOut, ...r.evalPrompts].map((x) => x.id);
-    expect(new Set(testIds).size).toBe(testIds.length);
-    expect(assignRoles(src, sizes, 7, true).d1.map((x) => x.id)).toEqual(r.d1.map((x) => x.id));
-    expect(assignRoles(src, sizes, 8, true).d1.map((x) => x.id)).not.toEqual(r.d1.map((x) => x.id));
-    const desc = describeRoles(r);
-    expect(desc.d1.size).toBe(15);
-  });
-  it("use all of D for both stages when non-private", async () => {
-    const src = await loadImdb(writeTinyImdb(tmpDir()));
-    const r = assignRoles(src, sizes, 7, false);
-    expect(r.d1).toHaveLength(30);
-    expect(r.d3).toHaveLength(30);
-  });
-  it("refuse sizes larger than the data", async () => {
-    const src = await loadImdb(writeTinyImdb(tmpDir()));
-    expect(() => assignRoles(src, { ...sizes, privateSize: 41 }, 0, true)).toThrow(/data.privateSize/);
-    expect(() => assignRoles(src, { ...sizes, classifierTrain: 39 }, 0, true)).toThrow(DataError);
   });
 });
 

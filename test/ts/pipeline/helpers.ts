@@ -17,7 +17,8 @@ export function writeTinyImdb(dir: string, n = { train: 40, test: 40, unsup: 40 
   const line = (split: string, i: number, labeled: boolean) => {
     const pos = i % 2 === 0;
     const words = pos ? POS : NEG;
-    const text = `this movie was ${words[i % words.length]} and ${words[(i + 1) % words.length]}.<br /><br />I think it was ${words[(i + 2) % words.length]}.`;
+    // Every text is distinct (within and across splits): the private set is de-duplicated against the public ones.
+    const text = `this movie was ${words[i % words.length]} and ${words[(i + 1) % words.length]}.<br /><br />I think it was ${words[(i + 2) % words.length]}, ${split} review ${i}.`;
     const rec: Record<string, unknown> = { id: `${split}/${labeled ? (pos ? "pos" : "neg") : "unsup"}/${i}`, text };
     if (labeled) {
       rec.label = pos ? 1 : 0;

@@ -67,7 +67,7 @@ describe("dpalign privacy", () => {
     expect(out.within_target).toBe(true);
     expect(out.plan.stages).toHaveLength(2);
     const ledgerPath = join(dir, "ledger.jsonl");
-    new PrivacyLedger(ledgerPath).append({ stage: "sft", q: 0.01, sigma: 1, clip: 1, steps: 1000, accountant: "prv", seed_mode: "secure" });
+    new PrivacyLedger(ledgerPath).append({ stage: "sft", q: 0.01, sigma: 1, clip: 1, steps: 1000, accountant: "prv", noise: "secure" });
     const led = JSON.parse(await run(["privacy", "compose", "--ledger", ledgerPath, "--delta", "1e-5", "--target-epsilon", "1", "--json"]));
     expect(led.epsilon).toBeCloseTo(1.8282, 3);
     expect(led.within_target).toBe(false);

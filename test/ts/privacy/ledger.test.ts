@@ -45,14 +45,15 @@ describe("privacy ledger", () => {
   it("appends JSON lines and reads them back with totals", () => {
     const path = join(dir, "ledger.jsonl");
     const ledger = new PrivacyLedger(path);
-    ledger.append({ stage: "sft", q: 0.01, sigma: 1.2, clip: 1, steps: 400, accountant: "prv", seed_mode: "secure", batch_size: { mean: 10.1, min: 2, max: 21, empty: 0 } });
-    ledger.append({ stage: "sft", q: 0.01, sigma: 1.2, clip: 1, steps: 400, accountant: "prv", seed_mode: "secure" });
-    ledger.append({ stage: "ppo", q: 0.02, sigma: 2, clip: 1, steps: 100, reuse: 4, accountant: "prv", seed_mode: "fixed" });
+    ledger.append({ stage: "sft", q: 0.01, sigma: 1.2, clip: 1, steps: 400, accountant: "prv", noise: "secure" });
+    ledger.append({ stage: "sft", q: 0.01, sigma: 1.2, clip: 1, steps: 400, accountant: "prv", noise: "secure" });
+    ledger.append({ stage: "ppo", q: 0.02, sigma: 2, clip: 1, steps: 100, reuse: 4, accountant: "prv", noise: "seeded" });
     const lines = readFileSync(path, "utf8").trim().split("\n");
     expect(lines).toHaveLength(3);
-    expect(JSON.parse(lines[2]).seed_mode).toBe("fixed");
+    expect(JSON.parse(lines[2]).noise).toBe("seeded");
     const recs = ledger.read();
-    expect(recs[0].batch_size?.max).toBe(21);
+    expect(recs[0].prev).toBe("");
+    expect(recs[1].prev).toMatch(/^[0-9a-f]{64}$/);
     const totals = ledger.totals();
     expect(totals.map((t) => [t.stage, t.steps])).toEqual([
       ["sft", 800],
@@ -67,12 +68,33 @@ describe("privacy ledger", () => {
   it("refuses malformed records and lines", () => {
     const path = join(dir, "bad.jsonl");
     const ledger = new PrivacyLedger(path);
-    expect(() => ledger.append({ stage: "sft", q: 2, sigma: 1, clip: 1, steps: 1, accountant: "prv", seed_mode: "secure" })).toThrow();
+    expect(() => ledger.append({ stage: "sft", q: 2, sigma: 1, clip: 1, steps: 1, accountant: "prv", noise: "secure" })).toThrow();
     writeFileSync(path, "");
-    ledger.append({ stage: "sft", q: 0.5, sigma: 1, clip: 1, steps: 1, accountant: "rdp", seed_mode: "secure" });
+    ledger.append({ stage: "sft", q: 0.5, sigma: 1, clip: 1, steps: 1, accountant: "rdp", noise: "secure" });
     appendFileSync(path, "{not json\n");
     expect(() => ledger.read()).toThrow(DataError);
     expect(() => ledger.read()).toThrow(/bad\.jsonl:2/);
+  });
+
+  it("detects a removed, edited or reordered line through the hash chain, and a cut last line", () => {
+    const path = join(dir, "chain.jsonl");
+    const ledger = new PrivacyLedger(path);
+    for (let i = 0; i < 3; i++) ledger.append({ stage: "sft", q: 0.1, sigma: 1, clip: 1, steps: 5, accountant: "prv", noise: "secure", from_batch: 5 * i, to_batch: 5 * i + 5 });
+    const good = readFileSync(path, "utf8");
+    const lines = good.trim().split("\n");
+    const tamper = (text: string) => {
+      writeFileSync(path, text);
+      return () => ledger.read();
+    };
+    expect(tamper([lines[0], lines[2]].join("\n") + "\n")).toThrow(/chain.jsonl:2: the hash chain is broken/);
+    expect(tamper([lines[0], lines[1].replace('"sigma":1', '"sigma":2'), lines[2]].join("\n") + "\n")).toThrow(/chain.jsonl:3: the hash chain is broken/);
+    expect(tamper([lines[1], lines[0], lines[2]].join("\n") + "\n")).toThrow(/hash chain is broken/);
+    expect(tamper(good.slice(0, -10))).toThrow(/chain.jsonl:3: the last line is incomplete/);
+    // dropping the last line keeps a valid chain: the run catches that against its checkpoint
+    expect(tamper(lines.slice(0, 2).join("\n") + "\n")()).toHaveLength(2);
+    writeFileSync(path, good);
+    expect(ledger.read()).toHaveLength(3);
+    expect(ledger.head()).toBe(ledger.hashes()[2]);
   });
 });
 

@@ -2,8 +2,7 @@ import type { Argv } from "yargs";
 import { join } from "node:path";
 import { WorkerClient } from "../../transport/client.js";
 import { WorkerApi } from "../../worker/api.js";
-import { assignRoles } from "../../pipeline/data/roles.js";
-import { disjointStages } from "../../pipeline/plan.js";
+import { assignPublicRoles } from "../../pipeline/data/roles.js";
 import { DEFAULT_CACHE_DIR, loadData } from "../../pipeline/run.js";
 import { pretrain } from "../../pipeline/stages/pretrain.js";
 import { consoleProgress } from "../../pipeline/progress.js";
@@ -17,7 +16,7 @@ export function register(cli: Argv): Argv {
     async (args) => {
       const cfg = loadWithOverrides((args.config as string | undefined) ?? join(CONFIG_DIR, "demo.yaml"), args.set as string[]);
       const { data } = await loadData(cfg, args.dataDir as string | undefined);
-      const roles = assignRoles(data, cfg.data, cfg.seed, disjointStages(cfg));
+      const roles = assignPublicRoles(data, cfg.data);
       const client = await WorkerClient.spawn();
       try {
         const r = await pretrain(new WorkerApi(client), cfg, roles.publicCorpus, (args.cacheDir as string | undefined) ?? DEFAULT_CACHE_DIR, consoleProgress());

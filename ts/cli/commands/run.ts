@@ -4,10 +4,12 @@ import { accountantCalibrator } from "../../pipeline/privacy.js";
 import { defaultRunDir, runPipeline, type RunSummary } from "../../pipeline/run.js";
 import { consoleProgress } from "../../pipeline/progress.js";
 import { commonOptions, loadWithOverrides } from "./pipeline-common.js";
+import { runControlOptions, withStopSignals } from "./run-control.js";
 
 export function printSummary(s: RunSummary): void {
   const out = process.stdout;
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "-");
+  if (s.privacy.notPrivateReason && s.plan.dp) out.write(`\nNOT DIFFERENTIALLY PRIVATE (epsilon = inf): ${s.privacy.notPrivateReason}\n`);
   out.write(`\nrun directory: ${s.runDir}\n`);
   out.write(`reward classifier accuracy (held-out public reviews): ${(100 * s.reward.heldOutAccuracy).toFixed(1)}%\n`);
   out.write(`mean reward on held-out prompts (95% CI over prompts):\n`);
@@ -25,6 +27,7 @@ export function register(cli: Argv): Argv {
       y
         .positional("config", { type: "string", demandOption: true, describe: "config file (configs/*.yaml)" })
         .options(commonOptions)
+        .options(runControlOptions)
         .option("dry-run", { type: "boolean", default: false, describe: "validate and print the plan (sigma per stage, steps) without training" })
         .option("run-dir", { type: "string", describe: "run directory (default runs/<name>-eps<eps>-seed<seed>); an existing one is resumed" }),
     async (args) => {
@@ -33,10 +36,11 @@ export function register(cli: Argv): Argv {
         process.stdout.write(formatPlan(planRun(cfg, accountantCalibrator)) + "\n");
         return;
       }
-      const s = await runPipeline({
+      const s = await withStopSignals((stop) => runPipeline({
         cfg, runDir: (args.runDir as string | undefined) ?? defaultRunDir(cfg), dataDir: args.dataDir as string | undefined,
-        cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(),
-      });
+        cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
+        showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean,
+      }));
       printSummary(s);
     },
   );

@@ -6,6 +6,7 @@ import { accountantCalibrator } from "../../pipeline/privacy.js";
 import { consoleProgress } from "../../pipeline/progress.js";
 import { projectRoot } from "../../util/python.js";
 import { commonOptions, loadWithOverrides } from "./pipeline-common.js";
+import { runControlOptions, withStopSignals } from "./run-control.js";
 
 export function register(cli: Argv): Argv {
   return cli.command(
@@ -15,6 +16,7 @@ export function register(cli: Argv): Argv {
       y
         .positional("config", { type: "string", demandOption: true })
         .options(commonOptions)
+        .options(runControlOptions)
         .option("root", { type: "string", describe: "sweep directory (default runs/sweep-<name>)" })
         .option("dry-run", { type: "boolean", default: false, describe: "print the plan of every grid point" }),
     async (args) => {
@@ -26,7 +28,10 @@ export function register(cli: Argv): Argv {
         return;
       }
       const root = (args.root as string | undefined) ?? join(projectRoot, "runs", `sweep-${cfg.name}`);
-      const { markdown } = await runSweep({ cfg, root, dataDir: args.dataDir as string | undefined, cacheDir: args.cacheDir as string | undefined, progress: consoleProgress() });
+      const { markdown } = await withStopSignals((stop) => runSweep({
+        cfg, root, dataDir: args.dataDir as string | undefined, cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(),
+        stop, showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean,
+      }));
       process.stdout.write(`\n${markdown}\nwritten to ${root}/table.md and table.json\n`);
     },
   );

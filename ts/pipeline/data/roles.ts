@@ -1,17 +1,21 @@
 /**
- * The data roles of Scenario 1, fixed by a seed (DESIGN.md: the split is the control plane's):
- * - public pre-training corpus: unsup (unlabeled);
- * - public labeled set for the reward classifier, and a held-out labeled set for its accuracy:
- *   disjoint slices of test;
- * - private D: train (or a seeded subset of it), split into disjoint D1 (SFT) and D3 (PPO
- *   prompts) in DP mode; non-private runs use all of D for both, as the paper does;
- * - evaluation prompts: a further disjoint slice of test.
+ * The data roles of Scenario 1 (DESIGN.md rules 7 and 8):
+ * - public roles, fixed by the recorded `data.publicSeed`: the pre-training corpus (unsup), and
+ *   disjoint slices of test for the reward classifier, its held-out accuracy and the evaluation prompts;
+ * - the private D (train): first every record whose normalised text also appears in a public set,
+ *   or repeats another private record, is removed; then each remaining record goes to D1 (SFT),
+ *   D3 (PPO prompts) or no stage by a keyed hash of its id under the run's secret key. A record's
+ *   stage depends on nothing but its own id and the key, so adding or removing one record changes
+ *   only that record's stage: the condition for parallel composition of the stages. The realised
+ *   sizes are private; the plan uses the planned sizes from the config.
+ * Non-private runs and sequential composition use all of D in both stages.
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { SeededRng } from "../../util/rng.js";
+import type { KeyedRng } from "../../util/keyed-rng.js";
 import { DataError, InvalidArgumentError } from "../../util/errors.js";
-import { imdbValidator, readJsonl, type ImdbRecord } from "./jsonl.js";
+import { cleanReview, imdbValidator, readJsonl, type ImdbRecord } from "./jsonl.js";
 
 export interface RoleSizes {
   /** Public pre-training documents from unsup; "all" for every one. */
@@ -19,11 +23,11 @@ export interface RoleSizes {
   classifierTrain: number;
   classifierHeldOut: number;
   evalPrompts: number;
-  /** |D|: how many train reviews form the private set; "all" for 25,000. */
+  /** |D| planned: each train record enters D with probability privateSize / |train|; "all" for every one. */
   privateSize: number | "all";
-  /** Fraction of D that goes to D1 (SFT) in DP mode; the rest is D3 (PPO). */
+  /** Probability that a record of D goes to D1 (SFT) in DP mode; otherwise it goes to D3 (PPO). */
   sftFraction: number;
-  /** Seed of the public roles; the private split uses the run seed. Default: the run seed. */
+  /** Seed of the public roles (recorded; public roles need no secrecy). */
   publicSeed?: number;
 }
 
@@ -33,18 +37,23 @@ export interface ImdbSources {
   unsup: ImdbRecord[];
 }
 
-export interface Roles {
-  seed: string;
+export interface PublicRoles {
+  publicSeed: number;
   publicCorpus: ImdbRecord[];
   classifierTrain: ImdbRecord[];
   classifierHeldOut: ImdbRecord[];
   evalPrompts: ImdbRecord[];
-  /** The private D. */
+}
+
+export interface Roles extends PublicRoles {
+  /** The private D after de-duplication (private: its size and membership are never released). */
   privateD: ImdbRecord[];
   d1: ImdbRecord[];
   d3: ImdbRecord[];
-  /** true when D1 and D3 are disjoint halves (DP mode); false when both are all of D. */
+  /** true when D1 and D3 are disjoint (DP mode, parallel composition); false when both are all of D. */
   disjoint: boolean;
+  /** Records removed from the private set before the split (private counts). */
+  removed: { inPublicSets: number; repeatedPrivate: number };
 }
 
 export async function loadImdb(dataDir: string, opts: { unsupLimit?: number } = {}): Promise<ImdbSources> {
@@ -64,66 +73,113 @@ function take(n: number | "all", available: number, field: string): number {
   return n;
 }
 
-/** Splits the sources into roles. `disjoint` decides whether D1 and D3 are disjoint. Pure given the seed. */
-export function assignRoles(src: ImdbSources, sizes: RoleSizes, seed: string | number, disjoint: boolean): Roles {
-  const rng = new SeededRng(`imdb-roles/${seed}`);
-  const pub = new SeededRng(`imdb-roles/${sizes.publicSeed ?? seed}`);
+/** The public roles, fixed by `sizes.publicSeed`. */
+export function assignPublicRoles(src: ImdbSources, sizes: RoleSizes): PublicRoles {
+  const publicSeed = sizes.publicSeed ?? 0;
+  const pub = new SeededRng(`imdb-roles/${publicSeed}`);
   const unsup = pub.fork("unsup").shuffle(src.unsup);
   const test = pub.fork("test").shuffle(src.test);
-  const train = rng.fork("train").shuffle(src.train);
-
   const nPre = take(sizes.pretrainDocs, unsup.length, "data.pretrainDocs");
   const nTestNeeded = sizes.classifierTrain + sizes.classifierHeldOut + sizes.evalPrompts;
   take(nTestNeeded, test.length, "data.classifierTrain + data.classifierHeldOut + data.evalPrompts");
-  const nD = take(sizes.privateSize, train.length, "data.privateSize");
+  let o = 0;
+  return {
+    publicSeed,
+    publicCorpus: unsup.slice(0, nPre),
+    classifierTrain: test.slice(o, (o += sizes.classifierTrain)),
+    classifierHeldOut: test.slice(o, (o += sizes.classifierHeldOut)),
+    evalPrompts: test.slice(o, (o += sizes.evalPrompts)),
+  };
+}
+
+/** The text a duplicate check compares: cleaned, lower-cased, white space folded. */
+export function normalisedText(text: string): string {
+  return cleanReview(text).toLowerCase().replace(/\s+/g, " ");
+}
+
+const textKey = (text: string) => createHash("sha256").update(normalisedText(text)).digest("base64");
+
+/**
+ * The private set after de-duplication: records whose text appears in any public set (test or
+ * unsup) are dropped; of private records sharing a text, the one with the smallest id is kept
+ * (the copies are the same data, so which one stays changes nothing). Duplicate ids are refused.
+ */
+export function dedupPrivate(src: ImdbSources): { kept: ImdbRecord[]; removed: Roles["removed"] } {
+  const seen = new Set<string>();
+  for (const r of src.train) {
+    if (seen.has(r.id)) throw new DataError(`imdb/train.jsonl.gz: id "${r.id}" appears more than once; every private record needs a unique id (the stage split is keyed by it)`);
+    seen.add(r.id);
+  }
+  const publicTexts = new Set<string>();
+  for (const r of src.test) publicTexts.add(textKey(r.text));
+  for (const r of src.unsup) publicTexts.add(textKey(r.text));
+  let inPublicSets = 0;
+  const firstByText = new Map<string, ImdbRecord>();
+  for (const r of src.train) {
+    const k = textKey(r.text);
+    if (publicTexts.has(k)) {
+      inPublicSets++;
+      continue;
+    }
+    const prev = firstByText.get(k);
+    if (!prev || r.id < prev.id) firstByText.set(k, r);
+  }
+  const keep = new Set([...firstByText.values()]);
+  const kept = src.train.filter((r) => keep.has(r));
+  return { kept, removed: { inPublicSets, repeatedPrivate: src.train.length - inPublicSets - kept.length } };
+}
+
+/**
+ * Splits the sources into roles. The private split is keyed by `key` (the run's secret roles key):
+ * a record with keyed coin u enters D when u < privateSize/|train|, and D1 when also u < that *
+ * sftFraction (DP, parallel composition), so each record's stage is an independent draw.
+ */
+export function assignRoles(src: ImdbSources, sizes: RoleSizes, key: KeyedRng, disjoint: boolean): Roles {
+  const pub = assignPublicRoles(src, sizes);
+  const nD = take(sizes.privateSize, src.train.length, "data.privateSize");
   if (!(sizes.sftFraction > 0 && sizes.sftFraction < 1)) {
     throw new InvalidArgumentError("data.sftFraction", `must be strictly between 0 and 1, got ${sizes.sftFraction}`);
   }
-
-  let o = 0;
-  const classifierTrain = test.slice(o, (o += sizes.classifierTrain));
-  const classifierHeldOut = test.slice(o, (o += sizes.classifierHeldOut));
-  const evalPrompts = test.slice(o, (o += sizes.evalPrompts));
-  const privateD = train.slice(0, nD);
-  const n1 = Math.round(privateD.length * sizes.sftFraction);
+  const { kept, removed } = dedupPrivate(src);
+  const pD = src.train.length ? nD / src.train.length : 0;
+  const p1 = pD * sizes.sftFraction;
+  const privateD: ImdbRecord[] = [];
+  const d1: ImdbRecord[] = [];
+  const d3: ImdbRecord[] = [];
+  for (const r of kept) {
+    const u = key.unit(r.id);
+    if (u >= pD) continue;
+    privateD.push(r);
+    (u < p1 ? d1 : d3).push(r);
+  }
   return {
-    seed: String(seed),
-    publicCorpus: unsup.slice(0, nPre),
-    classifierTrain,
-    classifierHeldOut,
-    evalPrompts,
-    privateD,
-    d1: disjoint ? privateD.slice(0, n1) : privateD,
-    d3: disjoint ? privateD.slice(n1) : privateD,
-    disjoint,
+    ...pub, privateD, removed, disjoint,
+    d1: disjoint ? d1 : privateD,
+    d3: disjoint ? d3 : privateD,
   };
 }
 
-/** A compact record of the roles for the run directory: sizes and a hash of each role's ids. */
-export function describeRoles(r: Roles): Record<string, { size: number; idsSha256: string }> & { seed: string; disjoint: boolean } {
-  const h = (xs: ImdbRecord[]) => createHash("sha256").update(xs.map((x) => x.id).join("\n")).digest("hex").slice(0, 16);
-  const entry = (xs: ImdbRecord[]) => ({ size: xs.length, idsSha256: h(xs) });
+const idsHash = (xs: readonly ImdbRecord[]) => createHash("sha256").update(xs.map((x) => x.id).join("\n")).digest("hex").slice(0, 16);
+
+/** The released record of the roles: public roles (sizes, id hashes, ids) and the planned private sizes only. */
+export function describePublicRoles(r: PublicRoles): Record<string, unknown> {
+  const entry = (xs: ImdbRecord[]) => ({ size: xs.length, idsSha256: idsHash(xs), ids: xs.map((x) => x.id) });
   return {
-    seed: r.seed,
-    disjoint: r.disjoint,
-    publicCorpus: entry(r.publicCorpus),
+    publicSeed: r.publicSeed,
+    publicCorpus: { size: r.publicCorpus.length, idsSha256: idsHash(r.publicCorpus) },
     classifierTrain: entry(r.classifierTrain),
     classifierHeldOut: entry(r.classifierHeldOut),
     evalPrompts: entry(r.evalPrompts),
-    privateD: entry(r.privateD),
-    d1: entry(r.d1),
-    d3: entry(r.d3),
-  } as never;
+  };
 }
 
-/** The ids of every role, for runs that want the full record (written to roles.json). */
-export function roleIds(r: Roles): Record<string, string[]> {
-  const ids = (xs: ImdbRecord[]) => xs.map((x) => x.id);
-  return {
-    classifierTrain: ids(r.classifierTrain),
-    classifierHeldOut: ids(r.classifierHeldOut),
-    evalPrompts: ids(r.evalPrompts),
-    d1: ids(r.d1),
-    d3: ids(r.d3),
-  };
+/** The private record of the split (run-dir/private/roles.json): realised sizes, removals, membership. */
+export function describePrivateRoles(r: Roles): Record<string, unknown> {
+  const entry = (xs: ImdbRecord[]) => ({ size: xs.length, idsSha256: idsHash(xs), ids: xs.map((x) => x.id) });
+  return { disjoint: r.disjoint, removed: r.removed, privateD: { size: r.privateD.length, idsSha256: idsHash(r.privateD) }, d1: entry(r.d1), d3: entry(r.d3) };
+}
+
+/** A digest of the private membership, so a resumed run can check that its split is the same. */
+export function privateRolesDigest(r: Roles): string {
+  return createHash("sha256").update(`${r.disjoint}\n${r.d1.map((x) => x.id).join(",")}\n${r.d3.map((x) => x.id).join(",")}`).digest("hex");
 }

@@ -9,18 +9,18 @@ import { createKlController } from "../../rl/index.js";
 import { effectiveStages } from "../config.js";
 import { adamw, modelSpec, type PipelineContext } from "../context.js";
 import { poissonSample, shuffledBatches } from "../sampling.js";
-import { maybeInterrupt, openStage, saveLast, type StageHooks } from "./common.js";
+import { commitStage, isCommitPoint, maybeInterrupt, openStage, stopIfRequested, type StageHooks } from "./common.js";
+import { membersDigest } from "./membership.js";
 import { ppoBatch, rollout } from "./rollout.js";
 
 export const POLICY = "policy";
 export const REF = "ref";
 
+/** What the stage releases: counts of planned steps, time, and its checkpoint (relative to the run directory). */
 export interface PpoResult {
   checkpoint: string;
   batches: number;
   optimizerSteps: number;
-  meanScore: number;
-  meanKl: number;
   wallS: number;
 }
 
@@ -29,9 +29,10 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   const plan = ctx.plan.ppo;
   const { ppo } = effectiveStages(ctx.cfg);
   const { api, run, base } = ctx;
+  const sftCkpt = run.resolve(sftCheckpoint);
   const dp = plan.dp;
-  await api.loadModel({ handle: POLICY, spec: modelSpec(ctx.cfg, base, { lora: true, valueHead: true, initCheckpoint: sftCheckpoint }), optimizer: adamw(0) });
-  await api.loadModel({ handle: REF, spec: modelSpec(ctx.cfg, base, { initCheckpoint: sftCheckpoint }) });
+  await api.loadModel({ handle: POLICY, spec: modelSpec(ctx.cfg, base, { lora: true, valueHead: true, initCheckpoint: sftCkpt }), optimizer: adamw(0) });
+  await api.loadModel({ handle: REF, spec: modelSpec(ctx.cfg, base, { initCheckpoint: sftCkpt }) });
   const rng = ctx.rng.fork("ppo");
   const guard = await openStage(ctx, plan, POLICY, rng);
   const kl = createKlController(ppo, { dp });
@@ -40,7 +41,7 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   const roundsPerCkpt = Math.max(1, Math.round(ctx.cfg.checkpointEvery / G));
   const N = d3Prompts.length;
   const perEpoch = Math.ceil(N / plan.rolloutBatch);
-  let sumScore = 0, sumKl = 0, nScored = 0, ran = 0, round = Math.floor(guard.done / G), step = guard.done * K;
+  let ran = 0, round = Math.floor(guard.done / G), step = guard.done * K;
   ctx.progress.start(dp ? "DP-PPO" : "PPO", plan.sampledBatches, guard.done);
   for (let t = guard.done; t < plan.sampledBatches; round++) {
     const nb = Math.min(G, plan.sampledBatches - t);
@@ -85,23 +86,21 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
     const n = roll.scores.length;
     const meanScore = n ? roll.scores.reduce((a, b) => a + b, 0) / n : 0;
     const meanKl = n ? roll.kl.reduce((a, b) => a + b, 0) / n : 0;
-    sumScore += meanScore * n;
-    sumKl += meanKl * n;
-    nScored += n;
     kl.update(meanKl, n);
-    run.metric("ppo", t, { round, rollouts: n, meanScore, meanKl, beta: kl.value(), loss: metrics.steps ? metrics.loss / metrics.steps : 0, clipfrac: metrics.steps ? metrics.clipfrac / metrics.steps : 0 });
-    ctx.progress.update(t, `reward ${meanScore.toFixed(2)} kl ${meanKl.toFixed(2)}`);
-    if ((round + 1) % roundsPerCkpt === 0 || t >= plan.sampledBatches) {
-      await saveLast(ctx, POLICY, "ppo", t);
-      guard.commit();
+    // Statistics of private rollouts: private/metrics.jsonl, and the console only with --verbose-private.
+    run.metric("ppo", t, {
+      round, rollouts: n, members: groups.map(membersDigest), meanScore, meanKl, beta: kl.value(),
+      loss: metrics.steps ? metrics.loss / metrics.steps : 0, clipfrac: metrics.steps ? metrics.clipfrac / metrics.steps : 0,
+    });
+    ctx.progress.update(t, ctx.showPrivate ? `reward ${meanScore.toFixed(2)} kl ${meanKl.toFixed(2)} (private)` : "");
+    if ((round + 1) % roundsPerCkpt === 0 || isCommitPoint(ctx, t, plan.sampledBatches, Infinity)) {
+      await commitStage(ctx, guard, POLICY, "ppo", hooks);
+      stopIfRequested(ctx, "ppo", t, plan.sampledBatches);
     }
     maybeInterrupt(hooks, "ppo", ran);
   }
   ctx.progress.stop();
   await api.unloadModel(POLICY);
   await api.unloadModel(REF);
-  return {
-    checkpoint: run.checkpoint("ppo", "last"), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps,
-    meanScore: nScored ? sumScore / nScored : NaN, meanKl: nScored ? sumKl / nScored : NaN, wallS: (Date.now() - t0) / 1000,
-  };
+  return { checkpoint: run.rel(run.checkpoint("ppo", "last")), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps, wallS: (Date.now() - t0) / 1000 };
 }

@@ -3,26 +3,26 @@
  * step per Poisson-sampled batch with the planned sigma; checkpoint and ledger entry every
  * `checkpointEvery` batches, so an interrupted stage resumes where its last checkpoint left it.
  */
-import { SeededRng } from "../../util/rng.js";
+import type { Rng } from "../../util/rng.js";
 import { effectiveStages } from "../config.js";
 import { adamw, lrAt, modelSpec, type PipelineContext } from "../context.js";
 import { poissonSample, shuffledBatches } from "../sampling.js";
 import { lmBatch } from "../tokens.js";
-import { maybeInterrupt, openStage, saveLast, type StageHooks } from "./common.js";
+import { commitStage, isCommitPoint, maybeInterrupt, openStage, stopIfRequested, type StageHooks } from "./common.js";
+import { membersDigest } from "./membership.js";
 
 export const SFT_HANDLE = "sft";
 
+/** What the stage releases: counts of planned steps, time, and where its checkpoint is (relative to the run directory). */
 export interface SftResult {
   checkpoint: string;
   batches: number;
   optimizerSteps: number;
-  meanExamples: number;
-  lossEma: number;
   wallS: number;
 }
 
 /** Indices of batch t: Poisson-sampled in DP mode, else the t-th batch of seeded shuffled passes. */
-export function batchIndices(dp: boolean, n: number, size: number, q: number, t: number, rng: SeededRng): number[] {
+export function batchIndices(dp: boolean, n: number, size: number, q: number, t: number, rng: Rng): number[] {
   if (dp) return poissonSample(n, q, rng.fork(`batch/${t}`));
   const perEpoch = Math.ceil(n / size);
   return shuffledBatches(n, size, rng.fork(`epoch/${Math.floor(t / perEpoch)}`))[t % perEpoch];
@@ -36,12 +36,9 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
   await api.loadModel({ handle: SFT_HANDLE, spec: modelSpec(ctx.cfg, ctx.base, { lora: true }), optimizer: adamw(sft.weightDecay) });
   const rng = ctx.rng.fork("sft");
   const guard = await openStage(ctx, plan, SFT_HANDLE, rng);
-  const every = ctx.cfg.checkpointEvery;
   let ema = NaN;
-  let examples = 0;
-  let ran = 0;
   ctx.progress.start("DP-SFT", plan.sampledBatches, guard.done);
-  for (let t = guard.done; t < plan.sampledBatches; t++) {
+  for (let t = guard.done, ran = 0; t < plan.sampledBatches; t++) {
     guard.beforeBatch();
     const idx = batchIndices(plan.dp, d1Rows.length, plan.batchSize, plan.q, t, rng);
     const r = await api.trainStep({
@@ -51,20 +48,17 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
     guard.checkReply(r, idx.length);
     guard.afterBatch();
     ran++;
-    examples += idx.length;
     if (idx.length > 0) ema = Number.isNaN(ema) ? r.loss : 0.9 * ema + 0.1 * r.loss;
-    run.metric("sft", t, { examples: r.examples, loss: r.loss, fractionClipped: r.fractionClipped, noiseStd: r.noiseStd, gradNormMedian: r.gradNormQuantiles[2] });
-    ctx.progress.update(t + 1, `loss ${ema.toFixed(3)}`);
-    if ((t + 1) % every === 0 || t + 1 === plan.sampledBatches) {
-      await saveLast(ctx, SFT_HANDLE, "sft", t + 1);
-      guard.commit();
+    // Statistics of the private batch: private/metrics.jsonl, and the console only with --verbose-private.
+    run.metric("sft", t, { examples: r.examples, members: membersDigest(idx), loss: r.loss, fractionClipped: r.fractionClipped, noiseStd: r.noiseStd, gradNormMedian: r.gradNormQuantiles[2] });
+    ctx.progress.update(t + 1, ctx.showPrivate ? `loss ${ema.toFixed(3)} (private)` : "");
+    if (isCommitPoint(ctx, t + 1, plan.sampledBatches)) {
+      await commitStage(ctx, guard, SFT_HANDLE, "sft", hooks);
+      stopIfRequested(ctx, "sft", t + 1, plan.sampledBatches);
     }
     maybeInterrupt(hooks, "sft", ran);
   }
   ctx.progress.stop();
   await api.unloadModel(SFT_HANDLE);
-  return {
-    checkpoint: ctx.run.checkpoint("sft", "last"), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps,
-    meanExamples: ran ? examples / ran : 0, lossEma: ema, wallS: (Date.now() - t0) / 1000,
-  };
+  return { checkpoint: ctx.run.rel(ctx.run.checkpoint("sft", "last")), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps, wallS: (Date.now() - t0) / 1000 };
 }
