@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import type { Calibrator } from "../../../ts/pipeline/plan.js";
+import type { ConfigInput } from "../../../ts/pipeline/config.js";
 
 export function tmpDir(prefix = "dpalign-test-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
@@ -40,4 +41,19 @@ export const fakeCalibrator: Calibrator = {
   // Basic composition (epsilons add) of the closed form: each stage gets an equal share.
   splitSequential: ({ stages, epsilon }) => stages.map(({ q, steps }) => (q * Math.sqrt(steps)) / (epsilon / stages.length) + 0.5),
   composeSequential: ({ stages }) => stages.reduce((a, { q, steps, sigma }) => a + (steps ? (q * Math.sqrt(steps)) / (sigma - 0.5) : 0), 0),
+};
+
+/** A very small pipeline preset (seconds on a CPU): one-layer model, a handful of steps, every stage. */
+export const TINY: ConfigInput = {
+  name: "tiny",
+  seed: 1,
+  data: { pretrainDocs: 40, classifierTrain: 16, classifierHeldOut: 8, evalPrompts: 6, privateSize: 40 },
+  model: { tiny: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 48, vocabSize: 300 } },
+  pretrain: { steps: 4, batchSize: 8, seqLen: 24, tokenizerDocs: 40 },
+  reward: { steps: 3, batchSize: 8, maxTokens: 24 },
+  privacy: { epsilon: 8, accountant: "rdp" },
+  sft: { batchSize: 10, epochs: 1, maxTokens: 16 },
+  ppo: { batchSize: 10, miniBatchSize: 5, epochs: 1, ppoEpochs: 2, responseTokens: [2, 4] },
+  eval: { maxNewTokens: 4, samples: 2 },
+  checkpointEvery: 1,
 };

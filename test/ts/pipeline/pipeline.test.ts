@@ -7,26 +7,13 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { WorkerClient } from "../../../ts/transport/client.js";
 import { WorkerApi } from "../../../ts/worker/api.js";
-import { parseConfig, type ConfigInput } from "../../../ts/pipeline/config.js";
+import { parseConfig } from "../../../ts/pipeline/config.js";
 import { runPipeline } from "../../../ts/pipeline/run.js";
 import { runSweep } from "../../../ts/pipeline/sweep.js";
 import { InterruptedError } from "../../../ts/pipeline/stages/common.js";
 import { PrivacyLedger } from "../../../ts/privacy/index.js";
-import { tmpDir, writeTinyImdb } from "./helpers.js";
+import { TINY, tmpDir, writeTinyImdb } from "./helpers.js";
 
-export const TINY: ConfigInput = {
-  name: "tiny",
-  seed: 1,
-  data: { pretrainDocs: 40, classifierTrain: 16, classifierHeldOut: 8, evalPrompts: 6, privateSize: 40 },
-  model: { tiny: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 48, vocabSize: 300 } },
-  pretrain: { steps: 4, batchSize: 8, seqLen: 24, tokenizerDocs: 40 },
-  reward: { steps: 3, batchSize: 8, maxTokens: 24 },
-  privacy: { epsilon: 8, accountant: "rdp" },
-  sft: { batchSize: 10, epochs: 1, maxTokens: 16 },
-  ppo: { batchSize: 10, miniBatchSize: 5, epochs: 1, ppoEpochs: 2, responseTokens: [2, 4] },
-  eval: { maxNewTokens: 4, samples: 2 },
-  checkpointEvery: 1,
-};
 
 let client: WorkerClient;
 let api: WorkerApi;
