@@ -6,7 +6,7 @@
 import { InvalidArgumentError } from "../util/errors.js";
 import type { AccountantOptions } from "./accountants/index.js";
 import { epsilon } from "./epsilon.js";
-import { type AccountantName, type EpsilonResult, type Mechanism, resolveAccountant, validateDelta, validateEpsilon, validateMechanism } from "./types.js";
+import { type AccountantName, type EpsilonResult, LIMITS, type Mechanism, resolveAccountant, validateDelta, validateEpsilon, validateMechanism } from "./types.js";
 
 /** Arguments of `calibrateSigma`. */
 export interface CalibrateArgs {
@@ -31,9 +31,14 @@ export interface Calibration {
   readonly evaluations: number;
 }
 
-const SIGMA_MAX = 1e6;
+const SIGMA_MIN = LIMITS.sigmaMin;
+const SIGMA_MAX = LIMITS.sigmaMax;
 
-/** Smallest sigma (to `tolerance`) with epsilon <= targetEpsilon for q, steps, delta. */
+/**
+ * Smallest sigma (to `tolerance`) with epsilon <= targetEpsilon for q, steps, delta. The search
+ * stays in [LIMITS.sigmaMin, LIMITS.sigmaMax]: when even the smallest multiplier meets the target
+ * (a loose target, or q * steps below delta), that multiplier is returned with its epsilon.
+ */
 export function calibrateSigma(args: CalibrateArgs): Calibration {
   validateMechanism({ q: args.q, sigma: 1, steps: args.steps });
   validateEpsilon(args.targetEpsilon);
@@ -57,15 +62,22 @@ export function calibrateSigma(args: CalibrateArgs): Calibration {
   let hi = name === "rdp" ? 1 : calibrateSigma({ ...args, accountant: "rdp", tolerance: 1e-3 }).sigma;
   let epsHi = search(hi);
   while (epsHi > target) {
-    hi *= 2;
-    if (hi > SIGMA_MAX) throw new InvalidArgumentError("target-epsilon", `no noise multiplier up to ${SIGMA_MAX} reaches epsilon ${target}; the other mechanisms alone may exceed it`);
+    if (hi >= SIGMA_MAX) throw new InvalidArgumentError("target-epsilon", `no noise multiplier up to ${SIGMA_MAX} reaches epsilon ${target}; the other mechanisms alone may exceed it`);
+    hi = Math.min(hi * 2, SIGMA_MAX);
     epsHi = search(hi);
   }
-  let lo = name === "rdp" ? hi / 2 : hi * 0.85;
+  let lo = Math.max(SIGMA_MIN, name === "rdp" ? hi / 2 : hi * 0.85);
   let epsLo = search(lo);
   while (epsLo <= target) {
+    if (lo <= SIGMA_MIN) {
+      // The floor meets the target (on the search grid): return it if the final figure agrees.
+      const r = evalAt(SIGMA_MIN, name !== "rdp");
+      if (r.epsilon <= target) return { sigma: SIGMA_MIN, result: r, evaluations };
+      epsLo = r.epsilon;
+      break;
+    }
     [hi, epsHi] = [lo, epsLo];
-    lo /= 2;
+    lo = Math.max(lo / 2, SIGMA_MIN);
     epsLo = search(lo);
   }
   // Illinois regula falsi on g(u) = eps(e^u) - target in u = log sigma; g(a) > 0 >= g(b).
@@ -114,7 +126,8 @@ export function calibrateSigma(args: CalibrateArgs): Calibration {
   let sigma = Math.exp(b) * 1.01;
   let result = evalAt(sigma, true);
   while (result.epsilon > target) {
-    sigma *= 1.05;
+    if (sigma >= SIGMA_MAX) throw new InvalidArgumentError("target-epsilon", `no noise multiplier up to ${SIGMA_MAX} reaches epsilon ${target}`);
+    sigma = Math.min(sigma * 1.05, SIGMA_MAX);
     result = evalAt(sigma, true);
   }
   return { sigma, result, evaluations };

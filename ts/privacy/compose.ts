@@ -9,7 +9,7 @@ import type { AccountantOptions } from "./accountants/index.js";
 import { calibrateSigma } from "./calibrate.js";
 import { epsilon } from "./epsilon.js";
 import { type CompositionMode, type StagePlan, stageMechanism } from "./plan.js";
-import { type AccountantName, type EpsilonResult, type Mechanism, validateDelta, validateEpsilon } from "./types.js";
+import { type AccountantName, type EpsilonResult, LIMITS, type Mechanism, validateDelta, validateEpsilon, validateReuse } from "./types.js";
 
 /** A stage's mechanisms, named. */
 export interface StageMechanisms {
@@ -22,10 +22,18 @@ export interface Composed extends EpsilonResult {
   readonly perStage: readonly { stage: string; epsilon: number; error: number }[];
 }
 
-/** Effective noise multiplier of K noisy steps on one Poisson sample: sigma / sqrt(K). */
+/**
+ * Effective noise multiplier of K noisy steps on one Poisson sample: sigma / sqrt(K). K is an
+ * integer in [1, LIMITS.reuseMax]; the result is what the accountant sees, so it must not fall
+ * below LIMITS.sigmaMin.
+ */
 export function reuseMechanism(sigma: number, k: number): number {
-  if (!(Number.isInteger(k) && k >= 1)) throw new InvalidArgumentError("reuse", `must be a positive integer, got ${k}`);
-  return sigma / Math.sqrt(k);
+  validateReuse(k);
+  const effective = sigma / Math.sqrt(k);
+  if (effective < LIMITS.sigmaMin && sigma >= LIMITS.sigmaMin) {
+    throw new InvalidArgumentError("reuse", `noise-multiplier / sqrt(reuse) = ${sigma} / sqrt(${k}) = ${effective.toPrecision(3)} is the noise accounted per step and must be at least ${LIMITS.sigmaMin}; lower the reuse or raise the noise multiplier`);
+  }
+  return effective;
 }
 
 /** Parallel composition (disjoint data): epsilon is the maximum over stages, at the same delta. */
