@@ -2,21 +2,25 @@
  * The run configuration (YAML or JSON): one zod schema, every field documented. Errors name the
  * field (`ppo.miniBatchSize: ...`) and the file. Derived sizes live in plan.ts, not here.
  */
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, statSync } from "node:fs";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { z } from "zod";
 import { ConfigError } from "../util/errors.js";
+import { LIMITS } from "../privacy/types.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
 const posNum = z.number().positive();
 const unit = z.number().min(0).max(1);
 
-/** epsilon: a positive number, or "inf" / Infinity for a non-private run. */
-const Epsilon = z.union([
-  z.number().positive(),
-  z.enum(["inf", "infinity", "Infinity", ".inf"]).transform(() => Infinity),
-]);
+/** epsilon: a number in (0, 100] (the range ts/privacy accepts), or "inf" / Infinity for a non-private run. */
+const Epsilon = z
+  .union([z.number(), z.enum(["inf", "infinity", "Infinity", ".inf"]).transform(() => Infinity)], {
+    errorMap: () => ({ message: 'expected a positive number or "inf" (a non-private run)' }),
+  })
+  .refine((e) => e === Infinity || (e > 0 && e <= LIMITS.epsilonMax), (e) => ({
+    message: `must be in (0, ${LIMITS.epsilonMax}] or "inf" (a non-private run), got ${e}`,
+  }));
 
 const TokenRange = z.tuple([posInt, posInt]).refine(([a, b]) => a <= b, { message: "expected [min, max] with min <= max" });
 
@@ -263,7 +267,14 @@ export function parseConfig(raw: unknown, where = "config"): Config {
 /** Reads a YAML or JSON config file (JSON is YAML) and validates it. */
 export function loadConfigFile(file: string): Config {
   if (!existsSync(file)) throw new ConfigError(`${file}: no such config file`);
-  const text = readFileSync(file, "utf8");
+  const st = statSync(file);
+  if (!st.isFile()) throw new ConfigError(`${file}: ${st.isDirectory() ? "is a directory" : "is not a regular file"}; give a YAML or JSON config file such as configs/demo.yaml`);
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError(`${file}: cannot read the config file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
   let raw: unknown;
   try {
     raw = file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);

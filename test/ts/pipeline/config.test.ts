@@ -25,6 +25,13 @@ describe("config schema", () => {
     expect(() => parseConfig({ model: { kind: "hf" } })).toThrow(/model\.hfPath: required/);
     expect(() => parseConfig({ ppo: { responseTokens: [16, 4] } })).toThrow(/ppo\.responseTokens/);
   });
+  it("says what epsilon may be: a number in (0, 100] or \"inf\"", () => {
+    expect(() => parseConfig({ privacy: { epsilon: "four" } })).toThrow(/privacy\.epsilon: expected a positive number or "inf"/);
+    expect(() => parseConfig({ privacy: { epsilon: 1e9 } })).toThrow(/privacy\.epsilon: must be in \(0, 100\] or "inf" \(a non-private run\), got 1000000000/);
+    expect(() => parseConfig({ privacy: { epsilon: -1 } })).toThrow(/privacy\.epsilon: must be in \(0, 100\]/);
+    expect(() => parseConfig({ sweep: { epsilons: [8, 1e9] } })).toThrow(/sweep\.epsilons\.1: must be in \(0, 100\]/);
+    expect(parseConfig({ privacy: { epsilon: 100 } }).privacy.epsilon).toBe(100);
+  });
   it("loads YAML and JSON files and reports parse errors with the file and line", () => {
     const dir = tmpDir();
     const y = join(dir, "a.yaml");
@@ -46,6 +53,8 @@ describe("config schema", () => {
     writeFileSync(wrong, "sft:\n  batchSize: big\n");
     expect(() => loadConfigFile(wrong)).toThrow(/wrong\.yaml: invalid config\n  sft\.batchSize/);
     expect(() => loadConfigFile(join(dir, "missing.yaml"))).toThrow(/no such config file/);
+    expect(() => loadConfigFile(dir)).toThrow(ConfigError);
+    expect(() => loadConfigFile(dir)).toThrow(/: is a directory; give a YAML or JSON config file/);
   });
   it("applies the non-private overrides only at eps = inf", () => {
     const raw = { nonPrivate: { ppo: { miniBatchSize: 16, ppoEpochs: 4, whitenAdvantages: "batch" } } };
