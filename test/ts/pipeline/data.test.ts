@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { readJsonl, imdbValidator, cleanReview } from "../../../ts/pipeline/data/jsonl.js";
@@ -101,7 +101,7 @@ describe("fetch: archive conversion", () => {
       "aclImdb/train/unsup/0_0.txt": "Unlabeled text",
     })));
     const out = join(dir, "out");
-    const counts = await convertImdbArchive(archive, out);
+    const counts = await convertImdbArchive(archive, out, { allowPartial: true });
     expect(counts).toEqual({ train: 3, test: 2, unsup: 1 });
     const train = await readJsonl(join(out, "imdb", "train.jsonl.gz"), imdbValidator(true));
     expect(train.map((r) => r.id)).toEqual(["train/pos/0", "train/pos/1", "train/neg/0"]);
@@ -118,5 +118,22 @@ describe("fetch: archive conversion", () => {
     writeFileSync(trunc, makeTar({ "aclImdb/train/pos/0_8.txt": "x".repeat(2000) }).subarray(0, 1000));
     await expect(convertImdbArchive(trunc, join(dir, "o2"))).rejects.toThrow(/truncated/);
     mkdirSync(join(dir, "o3"));
+  });
+  it("refuses an archive that is not the complete IMDb archive, saying what it found", async () => {
+    const dir = tmpDir();
+    const one = join(dir, "one.tar.gz");
+    writeFileSync(one, gzipSync(makeTar({ "aclImdb/train/pos/0_8.txt": "Fine" })));
+    const err = await convertImdbArchive(one, join(dir, "o")).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DataError);
+    expect((err as Error).message).toMatch(/one\.tar\.gz: not the complete IMDb archive .*found train 1 pos \+ 0 neg, test 0 pos \+ 0 neg, unsup 0; expected train 12500 pos \+ 12500 neg/);
+    expect(existsSync(join(dir, "o", "imdb"))).toBe(false);
+  });
+  it("names a missing, empty or directory archive instead of failing on a stream error", async () => {
+    const dir = tmpDir();
+    await expect(convertImdbArchive(join(dir, "missing.tar.gz"), join(dir, "o"))).rejects.toThrow(/missing\.tar\.gz: no such file/);
+    await expect(convertImdbArchive(join(dir, "missing.tar"), join(dir, "o"))).rejects.toThrow(DataError);
+    writeFileSync(join(dir, "empty.tar.gz"), "");
+    await expect(convertImdbArchive(join(dir, "empty.tar.gz"), join(dir, "o"))).rejects.toThrow(/empty\.tar\.gz: the archive is empty/);
+    await expect(convertImdbArchive(dir, join(dir, "o"))).rejects.toThrow(/is a directory, not a tar archive/);
   });
 });

@@ -1,9 +1,20 @@
 import type { Argv } from "yargs";
 import { join } from "node:path";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import { convertImdbArchive, download, IMDB_URL } from "../../pipeline/data/fetch.js";
 import { DEFAULT_FETCH_DIR } from "../../pipeline/data/dir.js";
 import { InvalidArgumentError } from "../../util/errors.js";
+
+/** --archive must be an existing regular file (else the tar reader would fail on a stream error). */
+function checkArchive(archive: string): void {
+  let isFile: boolean;
+  try {
+    isFile = statSync(archive).isFile();
+  } catch {
+    throw new InvalidArgumentError("--archive", `${archive}: no such file; give the downloaded aclImdb_v1.tar.gz, or drop --archive to download it`);
+  }
+  if (!isFile) throw new InvalidArgumentError("--archive", `${archive} is not a file; give the downloaded aclImdb_v1.tar.gz`);
+}
 
 export function register(cli: Argv): Argv {
   return cli.command("data", "Data commands", (y) =>
@@ -20,8 +31,14 @@ export function register(cli: Argv): Argv {
         async (args) => {
           if (args.dataset !== "imdb") throw new InvalidArgumentError("dataset", `unknown data set ${String(args.dataset)}; supported: imdb`);
           const out = (args.out as string | undefined) ?? process.env.DPALIGN_DATA_DIR ?? DEFAULT_FETCH_DIR;
-          mkdirSync(out, { recursive: true });
           let archive = args.archive as string | undefined;
+          if (archive !== undefined) checkArchive(archive);
+          try {
+            mkdirSync(out, { recursive: true });
+          } catch (e) {
+            const code = (e as NodeJS.ErrnoException).code;
+            throw new InvalidArgumentError("--out", `cannot create the data directory ${out} (${code === "EEXIST" || code === "ENOTDIR" ? "a part of the path is a file" : code === "EACCES" ? "permission denied" : (code ?? (e as Error).message)})`);
+          }
           if (!archive) {
             archive = join(out, "aclImdb_v1.tar.gz");
             let last = -1;

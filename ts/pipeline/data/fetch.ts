@@ -18,8 +18,47 @@ const ENTRY = /(?:^|\/)(train|test)\/(pos|neg|unsup)\/(\d+)_(\d+)\.txt$/;
 
 interface Parsed { dir: "train" | "test"; split: "train" | "test" | "unsup"; label: "pos" | "neg" | "unsup"; index: number; rating: number; text: string }
 
-/** Converts an archive into `<outDir>/imdb/{train,test,unsup}.jsonl.gz`; returns record counts. */
-export async function convertImdbArchive(archive: string, outDir: string): Promise<Record<string, number>> {
+/** Reviews per split (and label) in aclImdb_v1.tar.gz (Maas et al. 2011). */
+export const IMDB_COUNTS = {
+  train: { pos: 12500, neg: 12500 },
+  test: { pos: 12500, neg: 12500 },
+  unsup: { unsup: 50000 },
+} as const;
+
+/** Options of `convertImdbArchive`. */
+export interface ConvertOptions {
+  /**
+   * Accept an archive with other counts than IMDB_COUNTS (small test archives). Off by default:
+   * a partial or foreign archive would silently shrink every experiment run on it.
+   */
+  readonly allowPartial?: boolean;
+}
+
+/** Counts found per split and label, checked against IMDB_COUNTS; a DataError says what was found. */
+function checkCounts(archive: string, found: readonly Parsed[]): void {
+  const problems: string[] = [];
+  const got: string[] = [];
+  for (const [split, labels] of Object.entries(IMDB_COUNTS)) {
+    const parts: string[] = [];
+    for (const [label, want] of Object.entries(labels)) {
+      const n = found.filter((p) => p.split === split && p.label === label).length;
+      parts.push(label === "unsup" ? `${n}` : `${n} ${label}`);
+      if (n !== want) problems.push(`${split}${label === "unsup" ? "" : `/${label}`} ${n} (expected ${want})`);
+    }
+    got.push(`${split} ${parts.join(" + ")}`);
+  }
+  if (problems.length > 0) {
+    throw new DataError(
+      `${archive}: not the complete IMDb archive (aclImdb_v1.tar.gz): found ${got.join(", ")}; expected train 12500 pos + 12500 neg, test 12500 pos + 12500 neg, unsup 50000. Download it again (remove the file, or drop --archive).`,
+    );
+  }
+}
+
+/**
+ * Converts an archive into `<outDir>/imdb/{train,test,unsup}.jsonl.gz`; returns record counts.
+ * The archive must hold exactly IMDB_COUNTS reviews unless `opts.allowPartial`.
+ */
+export async function convertImdbArchive(archive: string, outDir: string, opts: ConvertOptions = {}): Promise<Record<string, number>> {
   const found: Parsed[] = [];
   await readTar(archive, (e) => {
     if (e.type !== "file") return;
@@ -30,6 +69,7 @@ export async function convertImdbArchive(archive: string, outDir: string): Promi
     found.push({ dir: m[1] as "train" | "test", split, label, index: Number(m[3]), rating: Number(m[4]), text: e.data.toString("utf8") });
   });
   if (found.length === 0) throw new DataError(`${archive}: no review files (<split>/<pos|neg|unsup>/<index>_<rating>.txt) in the archive`);
+  if (!opts.allowPartial) checkCounts(archive, found);
   const order = { pos: 0, neg: 1, unsup: 2 } as const;
   found.sort((a, b) => order[a.label] - order[b.label] || a.index - b.index);
   const dir = join(outDir, "imdb");

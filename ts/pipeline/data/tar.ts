@@ -2,7 +2,7 @@
  * A small streaming reader for (gzip-compressed) ustar/GNU tar archives: enough for the IMDb
  * archive (regular files, ustar prefixes, GNU long names, pax headers are skipped).
  */
-import { createReadStream } from "node:fs";
+import { createReadStream, statSync } from "node:fs";
 import { createGunzip } from "node:zlib";
 import { DataError } from "../../util/errors.js";
 
@@ -25,8 +25,25 @@ function octal(b: Buffer, start: number, len: number): number {
 
 /** Calls `onEntry` for every entry of the archive at `file` (gzip when it ends in .gz/.tgz). */
 export async function readTar(file: string, onEntry: (e: TarEntry) => void): Promise<number> {
+  let size: number;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) throw new DataError(`${file}: ${st.isDirectory() ? "is a directory" : "is not a regular file"}, not a tar archive`);
+    size = st.size;
+  } catch (e) {
+    if (e instanceof DataError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new DataError(`${file}: ${code === "ENOENT" ? "no such file" : `cannot read the archive (${code ?? (e as Error).message})`}`);
+  }
+  if (size === 0) throw new DataError(`${file}: the archive is empty (0 bytes)`);
   const input = createReadStream(file);
-  const stream = /\.(t?gz)$/.test(file) ? input.pipe(createGunzip()) : input;
+  let stream: NodeJS.ReadableStream = input;
+  if (/\.(t?gz)$/.test(file)) {
+    const gunzip = createGunzip();
+    // pipe() does not forward errors: a read error of the file must end the gunzip stream we iterate.
+    input.on("error", (e) => gunzip.destroy(e));
+    stream = input.pipe(gunzip);
+  }
   let buf: Buffer = Buffer.alloc(0);
   let count = 0;
   let longName: string | null = null;
