@@ -46,6 +46,31 @@ describe("JSON-lines loader", () => {
     writeFileSync(f, Buffer.from("this is not gzip at all"));
     await expect(readJsonl(f, imdbValidator(true))).rejects.toThrow(DataError);
   });
+
+  it("refuses invalid UTF-8 by file and line, and keeps valid multi-byte text and CRLF lines", async () => {
+    const dir = tmpDir();
+    const f = join(dir, "latin1.jsonl.gz");
+    writeFileSync(f, gzipSync(Buffer.concat([
+      Buffer.from('{"id":"a","text":"caf\u00e9 ok"}\r\n', "utf8"),
+      Buffer.from('{"id":"b","text":"caf\u00e9 latin-1"}\n', "latin1"),
+    ])));
+    const err = await readJsonl(f, imdbValidator(false)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DataError);
+    expect((err as Error).message).toContain(`${f}:2: not valid UTF-8`);
+    const ok = join(dir, "ok.jsonl");
+    writeFileSync(ok, '{"id":"a","text":"caf\u00e9 \u2603"}\r\n{"id":"b","text":"x"}');
+    expect(await readJsonl(ok, imdbValidator(false))).toEqual([{ id: "a", text: "caf\u00e9 \u2603" }, { id: "b", text: "x" }]);
+  });
+
+  it("names an empty file, gzip or not", async () => {
+    const dir = tmpDir();
+    const zero = join(dir, "zero.jsonl.gz");
+    writeFileSync(zero, "");
+    await expect(readJsonl(zero, imdbValidator(true))).rejects.toThrow(new RegExp(`${zero}: the file is empty`));
+    const empty = join(dir, "empty.jsonl.gz");
+    writeFileSync(empty, gzipSync(""));
+    await expect(readJsonl(empty, imdbValidator(true))).rejects.toThrow(new RegExp(`${empty}: no records`));
+  });
 });
 
 describe("data directory resolution", () => {
