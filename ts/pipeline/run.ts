@@ -17,7 +17,7 @@ import { cleanReview } from "./data/jsonl.js";
 import { disjointStages, planRun, formatPlan, type RunPlan } from "./plan.js";
 import { accountantCalibrator } from "./privacy.js";
 import { RunDir } from "./run-dir.js";
-import { RunIntegrityError, ResumeMismatchError } from "./run-errors.js";
+import { InterruptedError, RunIntegrityError, ResumeMismatchError } from "./run-errors.js";
 import { RunLock } from "./lock.js";
 import { openRunSecret } from "./secret.js";
 import { bindRun, fingerprintImdb } from "./binding.js";
@@ -137,15 +137,18 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
   const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn({ onStderr: (l) => run.appendPrivateJsonl("worker-stderr.jsonl", l) })));
   const stageWallS: Record<string, number> = {};
   try {
+    const stop = o.stop ?? { requested: false };
+    // Public stages are cached only when complete: a stop requested during one ends it at the next step.
+    const publicProgress = stoppable(progress, stop);
     let s = Date.now();
-    const pre = cfg.model.kind === "tiny" ? await pretrain(api, cfg, roles.publicCorpus, cacheDir, progress) : await hfBase(api, cfg);
+    const pre = cfg.model.kind === "tiny" ? await pretrain(api, cfg, roles.publicCorpus, cacheDir, publicProgress) : await hfBase(api, cfg);
     stageWallS.pretrain = (Date.now() - s) / 1000;
     run.writeJson("stages/pretrain.json", pre);
     progress.log(`pretrain: ${pre.reused ? "reused cached model" : `trained in ${pre.wallS.toFixed(0)} s`} (${pre.key}, loss ${pre.finalLoss.toFixed(3)})`);
     const base: BaseModel = { tokenizerDir: pre.tokenizerDir, checkpoint: pre.checkpoint, padId: pre.padId, eosId: pre.eosId };
 
     s = Date.now();
-    const rm = await trainRewardClassifier(api, cfg, base, roles.classifierTrain, roles.classifierHeldOut, cacheDir, progress);
+    const rm = await trainRewardClassifier(api, cfg, base, roles.classifierTrain, roles.classifierHeldOut, cacheDir, publicProgress);
     stageWallS.reward = (Date.now() - s) / 1000;
     run.writeJson("stages/reward.json", rm);
     progress.log(`reward classifier: held-out accuracy ${(100 * rm.heldOutAccuracy).toFixed(1)}% on ${rm.heldOutSize} public reviews${rm.reused ? " (cached)" : ""}`);
@@ -153,9 +156,10 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
 
     const ctx: PipelineContext = {
       api, cfg, plan, run, progress, rng: secret.rng.fork("stages"), secretMode: secret.mode, showPrivate: o.showPrivate ?? false,
-      stop: o.stop ?? { requested: false }, roles, cacheDir, base,
+      stop, roles, cacheDir, base,
     };
     const ppoCfg = cfg.ppo;
+    stopBetweenStages(stop, "DP-SFT");
     let sft = run.stageResult<SftResult>("sft");
     if (!sft) {
       s = Date.now();
@@ -164,6 +168,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       stageWallS.sft = (Date.now() - s) / 1000;
       run.markDone("sft", sft);
     }
+    stopBetweenStages(stop, "DP-PPO");
     let ppo = run.stageResult<PpoResult>("ppo");
     if (!ppo) {
       s = Date.now();
@@ -173,6 +178,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       stageWallS.ppo = (Date.now() - s) / 1000;
       run.markDone("ppo", ppo);
     }
+    stopBetweenStages(stop, "evaluation");
     let evals = run.stageResult<{ evals: ModelEval[] }>("evaluate")?.evals;
     if (!evals) {
       s = Date.now();
@@ -199,6 +205,24 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     if (client) await client.close();
     else await api.unloadModel(REWARD_HANDLE).catch(() => undefined);
   }
+}
+
+function stopBetweenStages(stop: StopRequest, next: string): void {
+  if (stop.requested) throw new InterruptedError(`stopped by ${stop.signal ?? "request"} before ${next}; completed stages are saved. Run the same command again to resume`);
+}
+
+/** A Progress whose update ends a public (cached-when-complete) stage once a stop is requested. */
+function stoppable(p: Progress, stop: StopRequest): Progress {
+  return {
+    ...p,
+    update(done, info) {
+      if (stop.requested) {
+        p.stop();
+        throw new InterruptedError(`stopped by ${stop.signal ?? "request"} during a public pre-training stage (it is cached only when complete and will start over). Run the same command again to resume`);
+      }
+      p.update(done, info);
+    },
+  };
 }
 
 /** A Hugging Face base model needs no pre-training: the directory is the base (eps = 0 model). */
