@@ -43,3 +43,12 @@ export class BudgetExceededError extends DpalignError {
     super("BUDGET_EXCEEDED", message);
   }
 }
+
+/** An environment variable whose value cannot be used; `message` continues its name ("DPALIGN_PYTHON is set to ...") and says how to fix it. */
+export class EnvVarError extends DpalignError {
+  readonly variable: string;
+  constructor(variable: string, message: string) {
+    super("ENV_INVALID", `${variable} ${message}`);
+    this.variable = variable;
+  }
+}

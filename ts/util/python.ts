@@ -1,8 +1,8 @@
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { DpalignError } from "./errors.js";
+import { DpalignError, EnvVarError } from "./errors.js";
 
 /** The project root (the folder holding package.json), found from this compiled file's location. */
 export const projectRoot: string = (() => {
@@ -17,13 +17,35 @@ export const projectRoot: string = (() => {
 
 /**
  * The interpreter that runs workers: DPALIGN_PYTHON if set, else the project's .venv (made by
- * `npm run setup:python`), else `python3` from PATH.
+ * `npm run setup:python`), else `python3` from PATH. A DPALIGN_PYTHON that names no file (a path)
+ * or no program on PATH (a bare name) is an error that says so: `npm run setup:python` cannot help
+ * while the variable overrides the .venv it makes.
  */
 export function resolvePython(): string {
-  if (process.env.DPALIGN_PYTHON) return process.env.DPALIGN_PYTHON;
+  const env = process.env.DPALIGN_PYTHON;
+  if (env) {
+    checkEnvPython(env);
+    return env;
+  }
   const venv = join(projectRoot, ".venv", "bin", "python");
   if (existsSync(venv)) return venv;
   return "python3";
+}
+
+function checkEnvPython(python: string): void {
+  const fix = "point it at a Python 3.10+ interpreter, or unset it to use the project's .venv (`npm run setup:python`)";
+  if (python.includes("/")) {
+    let st;
+    try {
+      st = statSync(python);
+    } catch {
+      throw new EnvVarError("DPALIGN_PYTHON", `is set to ${JSON.stringify(python)}, which does not exist; ${fix}`);
+    }
+    if (st.isDirectory()) throw new EnvVarError("DPALIGN_PYTHON", `is set to ${JSON.stringify(python)}, which is a directory, not an interpreter; ${fix}`);
+    return;
+  }
+  const onPath = (process.env.PATH ?? "").split(delimiter).some((d) => d !== "" && existsSync(join(d, python)));
+  if (!onPath) throw new EnvVarError("DPALIGN_PYTHON", `is set to ${JSON.stringify(python)}, which is not a program on PATH; ${fix}`);
 }
 
 let envChecked = false;
