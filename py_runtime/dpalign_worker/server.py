@@ -80,6 +80,8 @@ class WorkerServer:
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self._auth = enable_curve_server(self.zmq, self.router, curve) if curve is not None else None
         self.router.bind(endpoint)
+        self._ipc_path = _ipc_path(self.router.getsockopt_string(zmq.LAST_ENDPOINT))
+        self._closed = False
         self.results_addr = f"inproc://dpalign-results-{id(self)}"
         self.results = self.zmq.socket(zmq.PULL)
         self.results.bind(self.results_addr)
@@ -93,6 +95,7 @@ class WorkerServer:
         self.in_flight = 0
         self.started = time.monotonic()
         self.stopping = False
+        self.interrupted = False  # set by interrupt(): leave the loop now, in-flight work or not
 
     # -- replies from pool threads -------------------------------------------------------------
     def _push(self) -> zmq.Socket:
@@ -235,12 +238,23 @@ class WorkerServer:
                         except zmq.Again:
                             break
                         self._on_request(frames)
-                if self.stopping and self.in_flight == 0:
+                if (self.stopping and self.in_flight == 0) or self.interrupted:
                     break
         finally:
             self.close()
 
+    def interrupt(self) -> None:
+        """Called from a signal handler (SIGINT/SIGTERM): serve() returns at its next wake-up (at
+        most one heartbeat interval), even if the exception the handler raises is swallowed by code
+        it lands in."""
+        self.interrupted = True
+
     def close(self) -> None:
+        """Stops taking work and closes the sockets; idempotent (serve's finally and an interrupt
+        may both get here). Requests still running are abandoned: their replies have no socket."""
+        if self._closed:
+            return
+        self._closed = True
         self.pool.shutdown(wait=False, cancel_futures=True)
         with self._push_lock:
             for s in self._push_sockets:
@@ -249,6 +263,21 @@ class WorkerServer:
         self.router.close(500)
         if self._auth is not None:
             self._auth.stop()
+        # libzmq unlinks an ipc:// file only when its I/O thread gets round to it, which a process
+        # that exits right after close() may never let happen: remove our own socket file now.
+        if self._ipc_path:
+            try:
+                os.unlink(self._ipc_path)
+            except FileNotFoundError:
+                pass
+
+
+def _ipc_path(endpoint: str) -> str | None:
+    """The file of an ipc:// endpoint (None for tcp and for Linux abstract names, ipc://@name)."""
+    if not endpoint.startswith("ipc://"):
+        return None
+    path = endpoint[len("ipc://"):]
+    return None if not path or path.startswith("@") else path
 
 
 def _die_with_parent() -> None:
@@ -267,18 +296,23 @@ def _die_with_parent() -> None:
 
 def run(
     endpoint: str, *, threads: int, parent_pid: int | None, curve: CurveConfig | None = None,
-    on_ready: Callable[[], None] | None = None,
+    on_ready: Callable[[], None] | None = None, on_server: Callable[[WorkerServer], None] | None = None,
 ) -> int:
+    """Serves until a shutdown request or the parent's death (returns 0). Signals are the caller's
+    (__main__): `on_server` hands it the bound server, so that its SIGINT/SIGTERM handler can call
+    server.interrupt() and raise; the exception propagates from here after the sockets are closed
+    and the ipc:// file is removed."""
     if parent_pid is not None:
         _die_with_parent()
         if os.getppid() != parent_pid:
             return 0
     server = WorkerServer(endpoint, threads=threads, parent_pid=parent_pid, curve=curve)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
-    if on_ready:
-        on_ready()
     try:
+        if on_server:
+            on_server(server)
+        if on_ready:
+            on_ready()
         server.serve()
-    except (KeyboardInterrupt, SystemExit):
-        server.close()
+    finally:
+        server.close()  # also when interrupted before serve() started
     return 0
