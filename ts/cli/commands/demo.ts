@@ -9,7 +9,7 @@ import { runControlOptions, withStopSignals } from "./run-control.js";
 export function register(cli: Argv): Argv {
   return cli.command(
     "demo",
-    "The whole pipeline at epsilon = 4 on a 2-core CPU in about 4 minutes, at most 10 (first-time pre-training included): configs/demo.yaml",
+    "The whole pipeline at epsilon = 4 on IMDb, about 5 minutes on 2 CPU cores (first-time pre-training included): configs/demo.yaml",
     (y) => y.options(commonOptions).options(runControlOptions).option("run-dir", { type: "string", describe: "run directory (default runs/demo-eps4-seed0)" }),
     async (args) => {
       const cfg = loadWithOverrides(join(CONFIG_DIR, "demo.yaml"), args.set as string[]);
