@@ -68,5 +68,18 @@ describe("dpalign run --dry-run", () => {
     expect(cfg.ppo.ppoEpochs).toBe(2);
     expect(() => applyOverrides(parseConfig({}), ["ppo.ppoEpochs=zero"], "x")).toThrow(/ppo\.ppoEpochs/);
     expect(() => applyOverrides(parseConfig({}), ["nonsense"], "x")).toThrow(/field\.path=value/);
+    expect(() => applyOverrides(parseConfig({}), ["privacy.epsilon=1e9"], "x")).toThrow(/privacy\.epsilon: must be in \(0, 100\]/);
+  });
+  it("refuses a --data-dir that is not there, though a dry run reads no data", async () => {
+    const { out, err } = await cli(["run", join(CONFIG_DIR, "demo.yaml"), "--dry-run", "--data-dir", "/nonexistent/data"]);
+    expect(err?.message).toMatch(/--data-dir points to \/nonexistent\/data, which does not exist/);
+    expect(out).toBe("");
+    const file = join(tmpDir(), "file");
+    writeFileSync(file, "x");
+    expect((await cli(["sweep", join(CONFIG_DIR, "sweep-tiny.yaml"), "--dry-run", "--data-dir", file])).err?.message).toMatch(/which is not a directory/);
+  });
+  it("names a config path that is a directory", async () => {
+    const { err } = await cli(["run", tmpDir(), "--dry-run"]);
+    expect(err?.message).toMatch(/: is a directory; give a YAML or JSON config file/);
   });
 });

@@ -1,9 +1,10 @@
 /** Helpers shared by the pipeline commands (run, demo, sweep, pretrain): config loading with overrides. */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { deepMerge, loadConfigFile, parseConfig, type Config } from "../../pipeline/config.js";
 import { ConfigError } from "../../util/errors.js";
 import { projectRoot } from "../../util/python.js";
+import { checkDataDir } from "../../pipeline/data/dir.js";
 
 /** Applies `--set a.b=value` overrides (values parsed as YAML scalars) and re-validates. */
 export function applyOverrides(cfg: Config, sets: readonly string[], where: string): Config {
@@ -26,8 +27,15 @@ export function loadWithOverrides(file: string, sets: readonly string[] = []): C
 
 export const CONFIG_DIR = join(projectRoot, "configs");
 
+/** --data-dir as given, once checked to be an existing directory. */
+function dataDirFlag(dir: string): string {
+  checkDataDir(resolve(dir));
+  return dir;
+}
+
 export const commonOptions = {
-  "data-dir": { type: "string", describe: "data directory holding imdb/ (else DPALIGN_DATA_DIR, else ../shared/data)" },
+  // Checked when parsed, so that --dry-run (which reads no data) refuses a directory that is not there too.
+  "data-dir": { type: "string", coerce: dataDirFlag, describe: "data directory holding imdb/ (else DPALIGN_DATA_DIR, else ../shared/data)" },
   "cache-dir": { type: "string", describe: "cache of pretrained models and reward classifiers (default .dpalign-cache/)" },
   set: { type: "string", array: true, default: [] as string[], describe: "override a config field, e.g. --set privacy.epsilon=8 (repeatable)" },
 } as const;

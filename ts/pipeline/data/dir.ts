@@ -3,7 +3,7 @@
  * (`<projectRoot>/../shared/data`, then `<projectRoot>/.dpalign-cache/data` where
  * `dpalign data fetch` writes by default). Data is never copied into the repository.
  */
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { projectRoot } from "../../util/python.js";
 import { DataError } from "../../util/errors.js";
@@ -34,6 +34,16 @@ export function resolveDataDir(src: DataDirSource = {}): { dir: string; from: "f
 }
 
 function checked(dir: string, from: "flag" | "env", what: string): { dir: string; from: "flag" | "env" } {
-  if (!existsSync(dir)) throw new DataError(`${what} points to ${dir}, which does not exist`);
+  checkDataDir(dir, what);
   return { dir, from };
+}
+
+/**
+ * Checks a data directory given by the user (`what`: "--data-dir" or "DPALIGN_DATA_DIR") exists
+ * and is a directory; the CLI runs it on the flag before anything else, so that a dry run fails too.
+ */
+export function checkDataDir(dir: string, what = "--data-dir"): string {
+  if (!existsSync(dir)) throw new DataError(`${what} points to ${dir}, which does not exist; give the directory that holds imdb/ (see \`dpalign data fetch --help\`)`);
+  if (!statSync(dir).isDirectory()) throw new DataError(`${what} points to ${dir}, which is not a directory; give the directory that holds imdb/`);
+  return dir;
 }
