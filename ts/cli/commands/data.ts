@@ -1,6 +1,7 @@
 import type { Argv } from "yargs";
 import { join } from "node:path";
-import { mkdirSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
+import { makeDir } from "../../util/fs.js";
 import { convertImdbArchive, download, IMDB_URL } from "../../pipeline/data/fetch.js";
 import { DEFAULT_FETCH_DIR } from "../../pipeline/data/dir.js";
 import { InvalidArgumentError } from "../../util/errors.js";
@@ -33,12 +34,7 @@ export function register(cli: Argv): Argv {
           const out = (args.out as string | undefined) ?? process.env.DPALIGN_DATA_DIR ?? DEFAULT_FETCH_DIR;
           let archive = args.archive as string | undefined;
           if (archive !== undefined) checkArchive(archive);
-          try {
-            mkdirSync(out, { recursive: true });
-          } catch (e) {
-            const code = (e as NodeJS.ErrnoException).code;
-            throw new InvalidArgumentError("--out", `cannot create the data directory ${out} (${code === "EEXIST" || code === "ENOTDIR" ? "a part of the path is a file" : code === "EACCES" ? "permission denied" : (code ?? (e as Error).message)})`);
-          }
+          makeDir(out, "--out");
           if (!archive) {
             archive = join(out, "aclImdb_v1.tar.gz");
             let last = -1;
