@@ -127,9 +127,13 @@ export function correctGuesses(scores: readonly number[], included: readonly boo
   return v;
 }
 
-/** The k values tried by default: fixed fractions of m (so the number of tests is known in advance), deduplicated. */
+/**
+ * The k values tried by default: fixed fractions of m (so the number of tests is known in
+ * advance), deduplicated. The largest stays below m/2: about m/2 +- sqrt(m)/2 canaries are in, so
+ * guessing every canary (k = m/2) would be wrong on the imbalance even with perfect scores.
+ */
 export function defaultKs(m: number): number[] {
-  const ks = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5].map((f) => Math.floor(f * m)).filter((k) => k >= 1 && 2 * k <= m);
+  const ks = [0.01, 0.02, 0.05, 0.1, 0.2, 0.45].map((f) => Math.floor(f * m)).filter((k) => k >= 1 && 2 * k <= m);
   return [...new Set(ks)];
 }
 

@@ -132,11 +132,11 @@ describe("guesses and the k sweep", () => {
     expect(a.perK.map((x) => x.k)).toEqual(defaultKs(m));
     expect(a.significance).toBeCloseTo(0.05 / defaultKs(m).length, 15);
     for (const x of a.perK) expect(x.v).toBe(x.r);
-    expect(a.best.k).toBe(1000);
-    expect(a.best.epsilon).toBeCloseTo(epsilonLowerBound({ m, r: 2000, v: 2000, delta: 1e-5, significance: a.significance }), 12);
+    expect(a.best.k).toBe(900);
+    expect(a.best.epsilon).toBeCloseTo(epsilonLowerBound({ m, r: 1800, v: 1800, delta: 1e-5, significance: a.significance }), 12);
     expect(a.ceiling).toBe(a.best.epsilon);
     // one k fixed in advance: no correction, a larger bound
-    const fixed = auditScores(scores, included, { delta: 1e-5, ks: [1000] });
+    const fixed = auditScores(scores, included, { delta: 1e-5, ks: [900] });
     expect(fixed.significance).toBeCloseTo(0.05, 15);
     expect(fixed.best.epsilon).toBeGreaterThan(a.best.epsilon);
   });

@@ -7,6 +7,7 @@ import { register as sweep } from "./sweep.js";
 import { register as pretrain } from "./pretrain.js";
 import { register as data } from "./data.js";
 import { register as privacy } from "./privacy.js";
+import { register as audit } from "./audit.js";
 
 /**
  * Every CLI command is a module in this folder exporting `register(cli)`; it is listed here once.
@@ -14,4 +15,4 @@ import { register as privacy } from "./privacy.js";
  */
 export type CommandRegistrar = (cli: Argv) => Argv;
 
-export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data, privacy];
+export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data, privacy, audit];
