@@ -9,6 +9,11 @@ AdamW) on the same causal-LM batch, interleaved so both see the same machine loa
 --reps), reports the ratio, and the peak memory (CUDA: the step's peak allocation above what was
 resident before it; CPU: the peak resident set of a fresh process that builds the model and runs
 two steps of that kind, import overhead included).
+
+It then times the add-noise stage alone: drawing N(0, sigma C) for every trainable tensor with the
+secure source (fresh AES-256-CTR key, Box-Muller in float64) and the seeded one (torch's
+generator), for the preset's LoRA and full parameter sets and for one 124M-float vector
+(GPT-2 small's size); median of --noise-reps, interleaved. --noise-only skips the step timings.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import gc
 import importlib
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +32,7 @@ import torch
 
 from ..engine.dp_step import DpConfig, train_step
 from ..engine.models import build_model
+from ..engine.noise import SecureGaussian, SeededGaussian
 from ..engine.tokenizer import train_tokenizer
 from ..protocol import worker_pb2 as pb
 
@@ -161,6 +168,52 @@ def run(args) -> list[dict]:
     return rows
 
 
+GPT2_SMALL_PARAMS = 124_439_808  # GPT-2 small (124M), tied embeddings counted once
+
+
+def _draw_all(source, shapes: list[torch.Size], device: str) -> None:
+    for shape in shapes:  # what add_noise does: one draw per trainable tensor, float32 on the device
+        source.gaussian(shape, 1.0, torch.float32, device)
+
+
+def noise_rows(args) -> list[dict]:
+    """Cost of the add-noise stage alone, secure versus seeded, per step (source creation included:
+    a secure step draws a fresh key)."""
+    targets: list[tuple[str, list[torch.Size]]] = []
+    _setup(args)
+    for mode in ("lora", "full"):
+        m = build_model("bench", _spec(mode, args.device), args.device, pb.OptimizerSpec(name="adamw", lr=1e-4))
+        targets.append((f"{args.preset} {mode}", [p.shape for p in m.trainable.values()]))
+        del m
+    targets.append(("124M vector", [torch.Size([GPT2_SMALL_PARAMS])]))
+    cuda = args.device.startswith("cuda")
+    rows = []
+    for name, shapes in targets:
+        sources = {"secure": lambda: SecureGaussian(), "seeded": lambda: SeededGaussian(0, 1, args.device)}
+        big = sum(s.numel() for s in shapes) > 10_000_000
+        reps = max(3, args.noise_reps // 3) if big and not cuda else args.noise_reps
+        for fn in sources.values():  # warm-up (allocator, first CUDA kernels)
+            _draw_all(fn(), shapes, args.device)
+        times: dict[str, list[float]] = {k: [] for k in sources}
+        for _ in range(reps):
+            for kind, fn in sources.items():
+                times[kind].append(_time(lambda fn=fn: _draw_all(fn(), shapes, args.device), 1, args.device))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"target": name, "floats": sum(s.numel() for s in shapes), "tensors": len(shapes),
+                     "device": args.device, "reps": reps, "secure_s": med["secure"], "seeded_s": med["seeded"],
+                     "ratio": med["secure"] / med["seeded"]})
+        gc.collect()
+    return rows
+
+
+def print_noise(rows: list[dict]) -> None:
+    print(f"add-noise stage alone (per step, median): secure = AES-256-CTR + Box-Muller float64, seeded = torch generator")
+    print(f"{'target':<14}{'floats':>14}{'tensors':>9}{'secure s':>12}{'seeded s':>12}{'secure/seeded':>15}{'secure Mfloat/s':>17}")
+    for r in rows:
+        print(f"{r['target']:<14}{r['floats']:>14,}{r['tensors']:>9}{r['secure_s']:>12.5f}{r['seeded_s']:>12.5f}"
+              f"{r['ratio']:>14.2f}x{r['floats'] / r['secure_s'] / 1e6:>17.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -172,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    ap.add_argument("--noise-reps", type=int, default=9, help="repetitions of the noise timings (median; a third for 124M on CPU)")
+    ap.add_argument("--noise-only", action="store_true", help="time only the add-noise stage (secure vs seeded)")
     ap.add_argument("--mem-probe", default="", help=argparse.SUPPRESS)  # internal: MODE:KIND in a fresh process
     args = ap.parse_args(argv)
     if args.threads:
@@ -179,9 +234,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.mem_probe:
         _mem_probe(args)
         return
+    if args.noise_only:
+        rows = noise_rows(args)
+        if args.json:
+            for r in rows:
+                print(json.dumps(r))
+        else:
+            print_noise(rows)
+        return
     rows = run(args)
+    noise = noise_rows(args)
     if args.json:
-        for r in rows:
+        for r in rows + noise:
             print(json.dumps(r))
         return
     mem = "step peak MB above resident weights" if args.device.startswith("cuda") else "peak RSS MB of a fresh process"
@@ -193,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(f"{r['mode']:<6}{r['trainable_parameters']:>12,}{r['nonprivate_s']:>15.4f}{r['dp_s']:>10.4f}"
               f"{r['ratio']:>15.2f}x  {r['nonprivate_peak_mb']:.0f} / {r['dp_peak_mb']:.0f}")
+    print()
+    print_noise(noise)
 
 
 if __name__ == "__main__":

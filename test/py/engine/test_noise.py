@@ -52,7 +52,7 @@ def test_keystream_is_aes_256_ctr_from_counter_zero():
     # known answer: block i of the stream is AES-256_K(i) (big-endian 128-bit counter), so the
     # stream really comes from the cipher and continues across calls without repeating
     src = SecureGaussian(KEY)
-    got = bytes(src.keystream(48))[:48] + bytes(src.keystream(32))[:32]
+    got = src.keystream(48) + src.keystream(32)
     ecb = Cipher(algorithms.AES(KEY), modes.ECB()).encryptor()
     want = ecb.update(b"".join(i.to_bytes(16, "big") for i in range(5))) + ecb.finalize()
     assert got == want
@@ -84,6 +84,12 @@ def test_scale_dtype_shape_and_chunks(monkeypatch):
     monkeypatch.setattr(noise, "CHUNK", 1 << 21)
     whole = SecureGaussian(KEY).gaussian((1000,), 2.5, torch.float32, "cpu")
     assert torch.equal(z.flatten()[:1000], whole)
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (0,), (3, 0), (5,)])
+def test_tiny_and_empty_shapes(shape):
+    z = SecureGaussian(KEY).gaussian(shape, 1.0, torch.float32, "cpu")
+    assert z.shape == torch.Size(shape) and torch.isfinite(z).all()
 
 
 def test_box_muller_extremes_are_finite():
