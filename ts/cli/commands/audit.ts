@@ -28,6 +28,9 @@ export function formatAudit(r: AuditResult): string {
     ["guesses", `k ${r.best.k}: ${r.best.r} guesses (top k "in", bottom k "out"), ${r.best.v} correct; ${ksNote}`],
     ["audit lower bound", `epsilon >= ${f(r.lowerBound)} at ${Math.round(100 * r.confidence)}% confidence (at most ${f(r.ceiling)} could be shown with these m and k)`],
     ["verdict", r.violation ? "VIOLATION: the empirical lower bound exceeds the claimed epsilon" : "consistent with the claim"],
+    ...(r.ceiling <= r.claimedEpsilon
+      ? [["note", `no outcome of these settings can exceed ${f(r.ceiling)} <= the claim, so this audit cannot show a violation; more canaries raise that ceiling only while 2 m delta (${f(2 * r.canaries * r.delta, 3)}) stays small, a smaller delta raises it too`] as [string, string]]
+      : []),
     ["time", `${f(r.wallS, 1)} s`],
   ];
   return rows.map(([k, v]) => `${k.padEnd(18)} ${v}`).join("\n");
