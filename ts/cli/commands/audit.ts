@@ -1,10 +1,11 @@
 import type { Argv } from "yargs";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BROKEN_MODES, CLIP_OFF, NOISE_DIVISOR, runAudit, validateAuditOptions, type AuditOptions, type AuditResult, type BrokenMode } from "../../audit/run.js";
 import { consoleProgress } from "../../pipeline/progress.js";
 import { WorkerClient } from "../../transport/client.js";
 import { DpalignError, InvalidArgumentError } from "../../util/errors.js";
+import { makeDir } from "../../util/fs.js";
 import { WorkerApi } from "../../worker/api.js";
 
 const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : String(x));
@@ -75,13 +76,7 @@ export function register(cli: Argv): Argv {
       };
       validateAuditOptions(opts); // bad flags fail before a worker starts
       const outDir = args.out === undefined ? undefined : String(args.out);
-      if (outDir !== undefined) {
-        try {
-          mkdirSync(outDir, { recursive: true });
-        } catch (e) {
-          throw new DpalignError("OUTPUT_FAILED", `out: cannot create ${outDir}: ${(e as Error).message}`);
-        }
-      }
+      if (outDir !== undefined) makeDir(outDir, "out");
       const progress = consoleProgress();
       progress.log(`dpalign audit: ${opts.canaries} canaries, ${opts.steps} steps at q ${opts.sampleRate}, claimed epsilon ${opts.epsilon}${broken === "none" ? "" : ` (engine broken on purpose: ${broken})`}`);
       const client = await WorkerClient.spawn();
