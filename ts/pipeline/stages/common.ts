@@ -17,14 +17,19 @@ export async function saveLast(ctx: PipelineContext, handle: string, stage: stri
   const tmp = `${dir}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   await ctx.api.saveCheckpoint({ handle, dir: tmp, metadata: { stage, batches: String(batches), ledger_head: ledgerHead } });
-  rmSync(dir, { recursive: true, force: true });
+  // The previous checkpoint stays (as last.old) until the new one is in place: a crash in between leaves one of them.
+  const old = `${dir}.old`;
+  rmSync(old, { recursive: true, force: true });
+  if (existsSync(dir)) renameSync(dir, old);
   renameSync(tmp, dir);
+  rmSync(old, { recursive: true, force: true });
   return dir;
 }
 
 export function lastCheckpoint(ctx: PipelineContext, stage: string): string | undefined {
   const dir = ctx.run.checkpoint(stage, "last");
-  return existsSync(dir) ? dir : undefined;
+  if (existsSync(dir)) return dir;
+  return existsSync(`${dir}.old`) ? `${dir}.old` : undefined;
 }
 
 export interface StageHooks {
