@@ -29,7 +29,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { calibrateSigma, resolveAccountant, validateDelta } from "../privacy/index.js";
 import type { Progress } from "../pipeline/progress.js";
-import type { DpSpec, LossName, ModelInfo, TrainStepReply } from "../transport/messages.js";
+import type { DpSpec, ModelInfo, TrainStepReply } from "../transport/messages.js";
 import { Tensor, type TensorMap } from "../transport/tensor.js";
 import { DpalignError, InvalidArgumentError } from "../util/errors.js";
 import type { WorkerApi } from "../worker/api.js";
@@ -207,7 +207,7 @@ export async function runAudit(api: WorkerApi, o: AuditOptions): Promise<AuditRe
           canary_index: Tensor.int64(batch),
           canary_scale: Tensor.float32(new Float32Array(batch.length).fill(CANARY_NORM * CLIP)),
         };
-        last = await api.trainStep({ handle: HANDLE, loss: "dirac_canary" as string as LossName, batch: tensors, dp, lr, microBatchSize });
+        last = await api.trainStep({ handle: HANDLE, loss: "dirac_canary", batch: tensors, dp, lr, microBatchSize });
         checkReply(last, batch.length, dp);
         o.progress?.update(t + 1);
       }

@@ -70,7 +70,7 @@ export interface DpSpec {
   secureNoise: boolean;
   noiseSeed?: number;
 }
-export type LossName = "causal_lm" | "pairwise_reward" | "ppo" | "classification";
+export type LossName = "causal_lm" | "pairwise_reward" | "ppo" | "classification" | "dirac_canary";
 export interface TrainStepRequest {
   handle: string;
   loss: LossName;

@@ -34,8 +34,10 @@ _WRAPPED: dict[int, object] = {}
 def per_example_grads(model, objective, batch, params, loss_params):
     from opacus import GradSampleModule
 
-    if objective.name == "pairwise_reward":
-        raise unsupported_model("the opacus backend does not support loss pairwise_reward; use backend 'builtin'")
+    # pairwise_reward folds two sequences into one forward; dirac_canary's gradient reaches the
+    # parameters directly, not through a layer Opacus hooks, so it would silently get zero.
+    if objective.name in ("pairwise_reward", "dirac_canary"):
+        raise unsupported_model(f"the opacus backend does not support loss {objective.name}; use backend 'builtin'")
     gsm = _WRAPPED.get(id(model))
     if gsm is None:
         gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum")
