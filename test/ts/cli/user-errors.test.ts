@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { gzipSync } from "node:zlib";
 import { beforeAll, describe, expect, it } from "vitest";
+import { tarHeader } from "../pipeline/helpers.js";
 
 const root = resolve(import.meta.dirname, "..", "..", "..");
 const bin = join(root, "bin", "dpalign.js");
@@ -31,23 +32,6 @@ function expectUserError(r: ReturnType<typeof dpalign>, message: RegExp): void {
   expect(r.stderr, shown).toMatch(message);
 }
 
-function tarHeader(name: string, size: number): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(name, 0);
-  h.write("0000644\0", 100);
-  h.write("0000000\0", 108);
-  h.write("0000000\0", 116);
-  h.write(size.toString(8).padStart(11, "0") + "\0", 124);
-  h.write("00000000000\0", 136);
-  h.write("        ", 148);
-  h[156] = 48;
-  h.write("ustar\0", 257);
-  h.write("00", 263);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
-  return h;
-}
 
 /** A data directory whose imdb/ files are valid except `broken` (split -> file contents). */
 function dataDir(name: string, broken: Record<string, Buffer>): string {

@@ -7,7 +7,7 @@ import { resolveDataDir } from "../../../ts/pipeline/data/dir.js";
 import { loadImdb } from "../../../ts/pipeline/data/roles.js";
 import { convertImdbArchive } from "../../../ts/pipeline/data/fetch.js";
 import { DataError } from "../../../ts/util/errors.js";
-import { tmpDir, writeTinyImdb } from "./helpers.js";
+import { makeTar, tmpDir, writeTinyImdb } from "./helpers.js";
 
 describe("JSON-lines loader", () => {
   it("reads gzip and plain files and cleans <br /> tags", async () => {
@@ -84,33 +84,6 @@ describe("data directory resolution", () => {
     expect(() => resolveDataDir({ flag: "/nonexistent/dir" })).toThrow(/--data-dir/);
   });
 });
-
-function tarHeader(name: string, size: number): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(name, 0, "utf8");
-  h.write("0000644\0", 100);
-  h.write("0000000\0", 108);
-  h.write("0000000\0", 116);
-  h.write(size.toString(8).padStart(11, "0") + "\0", 124);
-  h.write("00000000000\0", 136);
-  h.write("        ", 148);
-  h.write("0", 156);
-  h.write("ustar\0" + "00", 257);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
-  return h;
-}
-
-function makeTar(files: Record<string, string>): Buffer {
-  const parts: Buffer[] = [];
-  for (const [name, text] of Object.entries(files)) {
-    const data = Buffer.from(text, "utf8");
-    parts.push(tarHeader(name, data.length), data, Buffer.alloc((512 - (data.length % 512)) % 512));
-  }
-  parts.push(Buffer.alloc(1024));
-  return Buffer.concat(parts);
-}
 
 describe("fetch: archive conversion", () => {
   it("converts a small aclImdb-layout archive into the JSON-lines format", async () => {
