@@ -1,6 +1,7 @@
 /** What every stage receives: the worker API, the config and its plan, the run dir, progress. */
 import type { WorkerApi } from "../worker/api.js";
-import type { ModelSpec, OptimizerSpec } from "../transport/messages.js";
+import type { DpSpec, ModelSpec, OptimizerSpec } from "../transport/messages.js";
+import type { RewardModel } from "../worker/roles.js";
 import type { Rng } from "../util/rng.js";
 import type { SecretMode } from "./secret.js";
 import type { Config } from "./config.js";
@@ -35,6 +36,8 @@ export interface PipelineContext {
   roles: Roles;
   cacheDir: string;
   base: BaseModel;
+  /** The public reward (the sentiment classifier), loaded for scoring. */
+  reward: RewardModel;
 }
 
 export interface StopRequest {
@@ -66,6 +69,11 @@ export function modelSpec(cfg: Config, base: Pick<BaseModel, "tokenizerDir" | "c
   spec.initSeed = o.initSeed ?? cfg.seed;
   if (cfg.device) spec.device = cfg.device;
   return spec;
+}
+
+/** A non-private step (public stages): no clipping or noise; the mean over the batch. */
+export function nonPrivate(batchSize: number): DpSpec {
+  return { enabled: false, noiseMultiplier: 0, maxGradNorm: 1, expectedBatchSize: batchSize, secureNoise: false };
 }
 
 export function adamw(weightDecay: number): OptimizerSpec {

@@ -110,14 +110,18 @@ export class DpStageGuard {
     };
   }
 
-  /** Called before a sampled batch runs: refuses any batch beyond the planned mechanism. */
-  beforeBatch(): void {
-    if (this.executed + 1 > this.plan.sampledBatches) {
+  /** Called before `n` sampled batches run: refuses any batch beyond the planned mechanism or the budget. */
+  beforeBatches(n = 1): void {
+    if (this.executed + n > this.plan.sampledBatches) {
       throw new BudgetExceededError(
-        `${this.plan.stage}: batch ${this.executed + 1} would exceed the ${this.plan.sampledBatches} sampled batches calibrated for epsilon ${this.plan.epsilonTarget}; the run stops here`,
+        `${this.plan.stage}: batch ${this.executed + n} would exceed the ${this.plan.sampledBatches} sampled batches calibrated for epsilon ${this.plan.epsilonTarget}; the run stops here`,
       );
     }
-    this.budget?.beforeStep(this.earlier, this.plan.stage, { q: this.plan.q, sigma: this.plan.sigmaEffective }, this.executed);
+    this.budget?.beforeStep(this.earlier, this.plan.stage, { q: this.plan.q, sigma: this.plan.sigmaEffective }, this.executed + n - 1);
+  }
+
+  beforeBatch(): void {
+    this.beforeBatches(1);
   }
 
   /** Checks a step's report against the plan. */
@@ -137,8 +141,12 @@ export class DpStageGuard {
     this.noiseMode = r.noiseMode;
   }
 
+  afterBatches(n = 1): void {
+    this.executed += n;
+  }
+
   afterBatch(): void {
-    this.executed++;
+    this.afterBatches(1);
   }
 
   /**

@@ -152,18 +152,18 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     stageWallS.reward = (Date.now() - s) / 1000;
     run.writeJson("stages/reward.json", rm);
     progress.log(`reward classifier: held-out accuracy ${(100 * rm.heldOutAccuracy).toFixed(1)}% on ${rm.heldOutSize} public reviews${rm.reused ? " (cached)" : ""}`);
-    await loadRewardModel(api, cfg, base, rm);
+    const reward = await loadRewardModel(api, cfg, base, rm);
 
     const ctx: PipelineContext = {
       api, cfg, plan, run, progress, rng: secret.rng.fork("stages"), secretMode: secret.mode, showPrivate: o.showPrivate ?? false,
-      stop, roles, cacheDir, base,
+      stop, roles, cacheDir, base, reward,
     };
     const ppoCfg = cfg.ppo;
     stopBetweenStages(stop, "DP-SFT");
     let sft = run.stageResult<SftResult>("sft");
     if (!sft) {
       s = Date.now();
-      const d1Rows = (await tokenizeRows(api, REWARD_HANDLE, roles.d1.map((r) => cleanReview(r.text)), cfg.sft.maxTokens)).filter((r) => r.length >= 2);
+      const d1Rows = (await tokenizeRows(reward, roles.d1.map((r) => cleanReview(r.text)), cfg.sft.maxTokens)).filter((r) => r.length >= 2);
       sft = await runSft(ctx, d1Rows, o.hooks);
       stageWallS.sft = (Date.now() - s) / 1000;
       run.markDone("sft", sft);
@@ -172,7 +172,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     let ppo = run.stageResult<PpoResult>("ppo");
     if (!ppo) {
       s = Date.now();
-      const d3Rows = await tokenizeRows(api, REWARD_HANDLE, roles.d3.map((r) => cleanReview(r.text)), ppoCfg.promptTokens[1]);
+      const d3Rows = await tokenizeRows(reward, roles.d3.map((r) => cleanReview(r.text)), ppoCfg.promptTokens[1]);
       const d3Prompts = cutPrompts(d3Rows, ppoCfg.promptTokens, ctx.rng.fork("prompt-lengths")).filter((r) => r.length >= 1);
       ppo = await runPpo(ctx, d3Prompts, sft.checkpoint, o.hooks);
       stageWallS.ppo = (Date.now() - s) / 1000;
@@ -182,7 +182,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     let evals = run.stageResult<{ evals: ModelEval[] }>("evaluate")?.evals;
     if (!evals) {
       s = Date.now();
-      const evRows = await tokenizeRows(api, REWARD_HANDLE, roles.evalPrompts.map((r) => cleanReview(r.text)), cfg.eval.promptTokens[1]);
+      const evRows = await tokenizeRows(reward, roles.evalPrompts.map((r) => cleanReview(r.text)), cfg.eval.promptTokens[1]);
       const prompts = cutPrompts(evRows, cfg.eval.promptTokens, new SeededRng(`eval-prompts/${cfg.data.publicSeed}`)).filter((r) => r.length >= 1);
       evals = [];
       for (const [name, ckpt] of [["pretrained", base.checkpoint], ["sft", run.resolve(sft.checkpoint)], ["aligned", run.resolve(ppo.checkpoint)]] as const) {
@@ -203,7 +203,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     return summary;
   } finally {
     if (client) await client.close();
-    else await api.unloadModel(REWARD_HANDLE).catch(() => undefined);
+    else await api.unloadModel(REWARD_HANDLE).catch(() => undefined); // a shared worker (sweeps, tests) keeps running
   }
 }
 

@@ -56,11 +56,6 @@ export async function commitStage(ctx: PipelineContext, guard: DpStageGuard, han
   await saveLast(ctx, handle, stage, guard.done, head);
 }
 
-/** Whether this batch ends at a commit point: every `checkpointEvery` batches, at the end, or when a stop was requested. */
-export function isCommitPoint(ctx: PipelineContext, done: number, total: number, every = ctx.cfg.checkpointEvery): boolean {
-  return done % every === 0 || done >= total || ctx.stop.requested;
-}
-
 /** After a commit point: a requested stop ends the stage with what was just saved. */
 export function stopIfRequested(ctx: PipelineContext, stage: string, done: number, total: number): void {
   if (ctx.stop.requested && done < total) {

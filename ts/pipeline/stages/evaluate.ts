@@ -5,9 +5,7 @@
  */
 import type { PipelineContext } from "../context.js";
 import { modelSpec } from "../context.js";
-import { scoreTexts, REWARD_HANDLE } from "./reward.js";
-import { generateRows } from "./rollout.js";
-import { idsBatch } from "../tokens.js";
+import { Generator } from "../../worker/roles.js";
 
 export interface ModelEval {
   model: string;
@@ -37,17 +35,16 @@ export function tQuantile975(df: number): number {
 }
 
 export async function evaluateModel(ctx: PipelineContext, name: string, checkpoint: string, prompts: number[][]): Promise<ModelEval> {
-  const { api, cfg, base } = ctx;
-  const handle = `eval-${name}`;
-  await api.loadModel({ handle, spec: modelSpec(cfg, base, { initCheckpoint: checkpoint }) });
+  const { cfg, base } = ctx;
+  const model = new Generator(ctx.api, `eval-${name}`);
+  await model.load(modelSpec(cfg, base, { initCheckpoint: checkpoint }));
   const ev = cfg.eval;
-  const g = await generateRows(api, handle, prompts, base.padId, {
+  const g = await model.generate(prompts, base.padId, {
     maxNewTokens: ev.maxNewTokens, minNewTokens: ev.maxNewTokens, temperature: ev.temperature, topK: 0, seed: 12345 + cfg.data.publicSeed, values: false,
   });
-  const rewards = await scoreTexts(api, REWARD_HANDLE, prompts.map((p, i) => [...p, ...g.responses[i]]), base.padId);
-  const k = Math.min(ev.samples, prompts.length);
-  const prefixes = k ? (await api.decode({ handle, batch: idsBatch(prompts.slice(0, k), base.padId) })).texts : [];
-  await api.unloadModel(handle);
+  const rewards = await ctx.reward.score(prompts.map((p, i) => [...p, ...g.responses[i]]), base.padId);
+  const prefixes = await model.decode(prompts.slice(0, Math.min(ev.samples, prompts.length)), base.padId);
+  await model.unload();
   const { mean, ci95 } = meanCi(rewards);
   return {
     model: name, meanReward: mean, ci95, n: rewards.length,

@@ -9,8 +9,9 @@ import type { WorkerApi } from "../../worker/api.js";
 import { SeededRng } from "../../util/rng.js";
 import type { Config } from "../config.js";
 import { cleanReview, type ImdbRecord } from "../data/jsonl.js";
-import { adamw, lrAt, modelSpec, type BaseModel } from "../context.js";
-import { lmBatch, tokenizeRows } from "../tokens.js";
+import { adamw, nonPrivate, lrAt, modelSpec, type BaseModel } from "../context.js";
+import { tokenizeRows } from "../tokens.js";
+import { LanguageModel } from "../../worker/roles.js";
 import type { Progress } from "../progress.js";
 
 export interface PretrainResult extends BaseModel {
@@ -40,13 +41,9 @@ export async function pretrain(api: WorkerApi, cfg: Config, corpus: readonly Imd
   const tokenizerDir = join(dir, "tokenizer");
   progress.log(`pretrain: training a ${cfg.model.tiny.vocabSize}-token tokenizer on ${Math.min(p.tokenizerDocs, texts.length)} public reviews`);
   await api.trainTokenizer({ texts: texts.slice(0, p.tokenizerDocs), vocabSize: cfg.model.tiny.vocabSize, outDir: tokenizerDir });
-  const handle = "pretrain";
-  const info = await api.loadModel({
-    handle,
-    spec: modelSpec(cfg, { tokenizerDir, checkpoint: "" }, { trainBase: true, lora: false, initSeed: cfg.data.publicSeed }),
-    optimizer: adamw(p.weightDecay),
-  });
-  const rows = (await tokenizeRows(api, handle, texts, p.seqLen)).filter((r) => r.length >= 2);
+  const lm = new LanguageModel(api, "pretrain");
+  const info = await lm.load(modelSpec(cfg, { tokenizerDir, checkpoint: "" }, { trainBase: true, lora: false, initSeed: cfg.data.publicSeed }), adamw(p.weightDecay));
+  const rows = (await tokenizeRows(lm, texts, p.seqLen)).filter((r) => r.length >= 2);
   const rng = new SeededRng(`pretrain/${cfg.data.publicSeed}`);
   progress.start("pretrain", p.steps);
   let loss = NaN;
@@ -59,18 +56,15 @@ export async function pretrain(api: WorkerApi, cfg: Config, corpus: readonly Imd
       cursor = 0;
     }
     const batch = order.slice(cursor, (cursor += p.batchSize)).map((i) => rows[i]);
-    const r = await api.trainStep({
-      handle, loss: "causal_lm", batch: lmBatch(batch, info.padTokenId), lr: lrAt("cosine", p.lr, t, p.steps),
-      dp: { enabled: false, noiseMultiplier: 0, maxGradNorm: 1, expectedBatchSize: batch.length, secureNoise: false },
-    });
+    const r = await lm.trainLm(batch, info.padTokenId, { lr: lrAt("cosine", p.lr, t, p.steps), dp: nonPrivate(batch.length) });
     loss = r.loss;
     ema = Number.isNaN(ema) ? loss : 0.95 * ema + 0.05 * loss;
     progress.update(t + 1, `loss ${ema.toFixed(3)}`);
   }
   progress.stop();
   const checkpoint = join(dir, "checkpoint");
-  await api.saveCheckpoint({ handle, dir: checkpoint, metadata: { stage: "pretrain", key } });
-  await api.unloadModel(handle);
+  await lm.save(checkpoint, { stage: "pretrain", key });
+  await lm.unload();
   const result: PretrainResult = {
     key, dir, tokenizerDir, checkpoint, padId: info.padTokenId, eosId: info.eosTokenId,
     finalLoss: ema, wallS: (Date.now() - t0) / 1000, reused: false,

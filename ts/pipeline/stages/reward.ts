@@ -6,13 +6,13 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Tensor } from "../../transport/tensor.js";
 import type { WorkerApi } from "../../worker/api.js";
+import { RewardModel } from "../../worker/roles.js";
 import { SeededRng } from "../../util/rng.js";
 import type { Config } from "../config.js";
 import { cleanReview, type ImdbRecord } from "../data/jsonl.js";
-import { adamw, lrAt, modelSpec, type BaseModel } from "../context.js";
-import { idsBatch, tailChars, tokenizeRows } from "../tokens.js";
+import { adamw, lrAt, modelSpec, nonPrivate, type BaseModel } from "../context.js";
+import { tailChars, tokenizeRows } from "../tokens.js";
 import type { Progress } from "../progress.js";
 
 export const REWARD_HANDLE = "reward";
@@ -39,12 +39,12 @@ export async function trainRewardClassifier(
   mkdirSync(dir, { recursive: true });
   const t0 = Date.now();
   const r = cfg.reward;
-  const handle = "reward-train";
-  await api.loadModel({ handle, spec: modelSpec(cfg, base, { rewardHead: true, trainBase: true, initSeed: cfg.data.publicSeed }), optimizer: adamw(0.01) });
+  const rm = new RewardModel(api, "reward-train");
+  await rm.load(modelSpec(cfg, base, { rewardHead: true, trainBase: true, initSeed: cfg.data.publicSeed }), adamw(0.01));
   const window = async (recs: readonly ImdbRecord[]) => {
     const texts = recs.map((x) => cleanReview(x.text));
-    if (r.window === "head") return tokenizeRows(api, handle, texts, r.maxTokens);
-    return (await tokenizeRows(api, handle, texts.map((x) => tailChars(x, r.maxTokens)), 0, 500)).map((row) => row.slice(-r.maxTokens));
+    if (r.window === "head") return tokenizeRows(rm, texts, r.maxTokens);
+    return (await tokenizeRows(rm, texts.map((x) => tailChars(x, r.maxTokens)), 0, 500)).map((row) => row.slice(-r.maxTokens));
   };
   const rows = await window(train);
   const labels = train.map((x) => x.label ?? 0);
@@ -59,21 +59,17 @@ export async function trainRewardClassifier(
       cursor = 0;
     }
     const idx = order.slice(cursor, (cursor += r.batchSize));
-    const res = await api.trainStep({
-      handle, loss: "classification", lr: lrAt("cosine", r.lr, t, r.steps),
-      batch: { ...idsBatch(idx.map((i) => rows[i]), base.padId), labels: Tensor.int64(idx.map((i) => labels[i])) },
-      dp: { enabled: false, noiseMultiplier: 0, maxGradNorm: 1, expectedBatchSize: idx.length, secureNoise: false },
-    });
+    const res = await rm.trainClassifier(idx.map((i) => rows[i]), idx.map((i) => labels[i]), base.padId, { lr: lrAt("cosine", r.lr, t, r.steps), dp: nonPrivate(idx.length) });
     ema = Number.isNaN(ema) ? res.loss : 0.95 * ema + 0.05 * res.loss;
     progress.update(t + 1, `loss ${ema.toFixed(3)}`);
   }
   progress.stop();
   const checkpoint = join(dir, "checkpoint");
-  await api.saveCheckpoint({ handle, dir: checkpoint, metadata: { stage: "reward", key } });
+  await rm.save(checkpoint, { stage: "reward", key });
   const heldRows = await window(heldOut);
-  const scores = await scoreTexts(api, handle, heldRows, base.padId);
+  const scores = await rm.score(heldRows, base.padId);
   const correct = scores.filter((s, i) => (s > 0 ? 1 : 0) === heldOut[i].label).length;
-  await api.unloadModel(handle);
+  await rm.unload();
   const result: RewardResult = {
     key, checkpoint, heldOutAccuracy: heldOut.length ? correct / heldOut.length : NaN, heldOutSize: heldOut.length,
     trainSize: train.length, wallS: (Date.now() - t0) / 1000, reused: false,
@@ -82,18 +78,9 @@ export async function trainRewardClassifier(
   return result;
 }
 
-/** Positive-class logits of token rows (prompt + response), in chunks. */
-export async function scoreTexts(api: WorkerApi, handle: string, rows: readonly (readonly number[])[], pad: number, chunk = 256): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < rows.length; i += chunk) {
-    const part = rows.slice(i, i + chunk).map((r) => (r.length ? r : [pad]));
-    const rep = await api.scoreSequences({ handle, batch: idsBatch(part, pad), rewards: true });
-    out.push(...rep.rewards.toNumbers());
-  }
-  return out;
-}
-
-/** Loads the trained classifier under REWARD_HANDLE for scoring. */
-export async function loadRewardModel(api: WorkerApi, cfg: Config, base: BaseModel, rm: RewardResult): Promise<void> {
-  await api.loadModel({ handle: REWARD_HANDLE, spec: modelSpec(cfg, base, { rewardHead: true, initCheckpoint: rm.checkpoint }) });
+/** Loads the trained classifier for scoring (the public reward of PPO and evaluation). */
+export async function loadRewardModel(api: WorkerApi, cfg: Config, base: BaseModel, rm: RewardResult): Promise<RewardModel> {
+  const model = new RewardModel(api, REWARD_HANDLE);
+  await model.load(modelSpec(cfg, base, { rewardHead: true, initCheckpoint: rm.checkpoint }));
+  return model;
 }

@@ -1,14 +1,15 @@
 /**
  * DP-SFT on D1 (or non-private SFT on all of D): causal-LM loss on the review text, one noisy
- * step per Poisson-sampled batch with the planned sigma; checkpoint and ledger entry every
- * `checkpointEvery` batches, so an interrupted stage resumes where its last checkpoint left it.
+ * step per Poisson-sampled batch with the planned sigma; ledger record and checkpoint every
+ * `checkpointEvery` batches, so an interrupted stage resumes where its last commit left it.
  */
 import type { Rng } from "../../util/rng.js";
+import { LanguageModel } from "../../worker/roles.js";
 import { effectiveStages } from "../config.js";
 import { adamw, lrAt, modelSpec, type PipelineContext } from "../context.js";
 import { poissonSample, shuffledBatches } from "../sampling.js";
-import { lmBatch } from "../tokens.js";
-import { commitStage, isCommitPoint, maybeInterrupt, openStage, stopIfRequested, type StageHooks } from "./common.js";
+import { openStage, type StageHooks } from "./common.js";
+import { dpStageLoop } from "./loop.js";
 import { membersDigest } from "./membership.js";
 
 export const SFT_HANDLE = "sft";
@@ -32,33 +33,26 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
   const t0 = Date.now();
   const plan = ctx.plan.sft;
   const { sft } = effectiveStages(ctx.cfg);
-  const { api, run } = ctx;
-  await api.loadModel({ handle: SFT_HANDLE, spec: modelSpec(ctx.cfg, ctx.base, { lora: true }), optimizer: adamw(sft.weightDecay) });
+  const lm = new LanguageModel(ctx.api, SFT_HANDLE);
+  await lm.load(modelSpec(ctx.cfg, ctx.base, { lora: true }), adamw(sft.weightDecay));
   const rng = ctx.rng.fork("sft");
   const guard = await openStage(ctx, plan, SFT_HANDLE, rng);
   let ema = NaN;
-  ctx.progress.start("DP-SFT", plan.sampledBatches, guard.done);
-  for (let t = guard.done, ran = 0; t < plan.sampledBatches; t++) {
-    guard.beforeBatch();
-    const idx = batchIndices(plan.dp, d1Rows.length, plan.batchSize, plan.q, t, rng);
-    const r = await api.trainStep({
-      handle: SFT_HANDLE, loss: "causal_lm", batch: lmBatch(idx.map((i) => d1Rows[i]), ctx.base.padId),
-      dp: guard.dpSpec(t), lr: lrAt(sft.schedule, sft.lr, t, plan.sampledBatches), microBatchSize: sft.microBatchSize,
-    });
-    guard.checkReply(r, idx.length);
-    guard.afterBatch();
-    ran++;
-    if (idx.length > 0) ema = Number.isNaN(ema) ? r.loss : 0.9 * ema + 0.1 * r.loss;
-    // Statistics of the private batch: private/metrics.jsonl, and the console only with --verbose-private.
-    run.metric("sft", t, { examples: r.examples, members: membersDigest(idx), loss: r.loss, fractionClipped: r.fractionClipped, noiseStd: r.noiseStd, gradNormMedian: r.gradNormQuantiles[2] });
-    ctx.progress.update(t + 1, ctx.showPrivate ? `loss ${ema.toFixed(3)} (private)` : "");
-    if (isCommitPoint(ctx, t + 1, plan.sampledBatches)) {
-      await commitStage(ctx, guard, SFT_HANDLE, "sft", hooks);
-      stopIfRequested(ctx, "sft", t + 1, plan.sampledBatches);
-    }
-    maybeInterrupt(hooks, "sft", ran);
-  }
-  ctx.progress.stop();
-  await api.unloadModel(SFT_HANDLE);
+  await dpStageLoop(ctx, {
+    stage: "sft", label: "DP-SFT", handle: SFT_HANDLE, guard, groupSize: 1, groupsPerCommit: ctx.cfg.checkpointEvery,
+    async runGroup(t, _n, check) {
+      const idx = batchIndices(plan.dp, d1Rows.length, plan.batchSize, plan.q, t, rng);
+      const r = await lm.trainLm(idx.map((i) => d1Rows[i]), ctx.base.padId, {
+        dp: guard.dpSpec(t), lr: lrAt(sft.schedule, sft.lr, t, plan.sampledBatches), microBatchSize: sft.microBatchSize,
+      });
+      check(r, idx.length);
+      if (idx.length > 0) ema = Number.isNaN(ema) ? r.loss : 0.9 * ema + 0.1 * r.loss;
+      return {
+        metrics: { examples: r.examples, members: membersDigest(idx), loss: r.loss, fractionClipped: r.fractionClipped, noiseStd: r.noiseStd, gradNormMedian: r.gradNormQuantiles[2] },
+        info: `loss ${ema.toFixed(3)}`,
+      };
+    },
+  }, hooks);
+  await lm.unload();
   return { checkpoint: ctx.run.rel(ctx.run.checkpoint("sft", "last")), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps, wallS: (Date.now() - t0) / 1000 };
 }
