@@ -37,6 +37,10 @@ export const DataSchema = z.object({
   privateSize: z.union([posInt, z.literal("all")]).default("all"),
   /** Fraction of D given to D1 (DP-SFT) in DP mode; the rest is D3 (DP-PPO prompts). */
   sftFraction: z.number().gt(0).lt(1).default(0.5),
+  /** scenario rlhf: probability that a record of D goes to D2 (the reward model's pairs); D3 gets the rest. */
+  rmFraction: z.number().gt(0).lt(1).default(0.3),
+  /** scenario rlhf: public held-out prefixes (from test) whose gold-labelled pairs measure the reward model's accuracy. */
+  rmHeldOut: posInt.default(300),
   /** Seed of the public roles (pre-training corpus, classifier sets, evaluation prompts), shared by every
    * run seed so that a sweep's seeds share one pretrained model, one reward and one evaluation set. */
   publicSeed: nonNegInt.default(0),
@@ -210,8 +214,38 @@ export const EvalSchema = z.object({
 }).strict();
 
 /** Overrides that apply only when epsilon = inf (the paper's non-private settings). */
+const RmFields = {
+  /** Expected (Poisson) batch of preference pairs in DP mode; the fixed batch otherwise. */
+  batchSize: posInt,
+  epochs: posNum,
+  lr: posNum,
+  maxGradNorm: posNum,
+  weightDecay: z.number().min(0),
+  microBatchSize: nonNegInt,
+};
+/**
+ * scenario rlhf: the DP reward model (PAPER.md Eq. 1) on D2. Its pairs come from a gold labeller:
+ * each D2 prefix gets two completions sampled from the (DP) SFT model, and the public sentiment
+ * classifier says which is preferred. The model is the public pretrained base with LoRA and a
+ * scalar head (the paper uses the base model for every reward model).
+ */
+export const RmSchema = z.object({
+  batchSize: RmFields.batchSize.default(64),
+  epochs: RmFields.epochs.default(4),
+  lr: RmFields.lr.default(3e-3),
+  maxGradNorm: RmFields.maxGradNorm.default(1),
+  weightDecay: RmFields.weightDecay.default(0.01),
+  microBatchSize: RmFields.microBatchSize.default(0),
+  /** Prompt (prefix) length range of a pair, in tokens. */
+  promptTokens: TokenRange.default([2, 8]),
+  /** Length of each sampled completion, in tokens. */
+  responseTokens: posInt.default(16),
+  temperature: z.number().min(0).default(1),
+}).strict();
+
 export const NonPrivateSchema = z.object({
   sft: z.object(SftFields).partial().strict().default({}),
+  rm: z.object(RmFields).partial().strict().default({}),
   ppo: z.object(PpoFields).partial().strict().default({}),
 }).strict();
 
@@ -222,8 +256,14 @@ export const SweepSchema = z.object({
 
 export const ConfigSchema = z.object({
   name: z.string().regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' and '-' only").default("run"),
-  /** Seed of the data split, sampling and initialisation. */
+  /** Seed of the model initialisation and (only with privacy.reproducible) of the private randomness. */
   seed: nonNegInt.default(0),
+  /**
+   * classifier: PPO against the public sentiment classifier (the paper's scenario 1). rlhf: a DP
+   * reward model is learned on D2 from gold-labelled preference pairs, and PPO optimises it
+   * (scenario 2's method, on IMDb); D1, D2 and D3 are disjoint per record.
+   */
+  scenario: z.enum(["classifier", "rlhf"]).default("classifier"),
   /** Data directory holding imdb/; else --data-dir, DPALIGN_DATA_DIR or the defaults. */
   dataDir: z.string().optional(),
   /** Sampled batches between checkpoints (and ledger entries) inside a training stage. */
@@ -237,10 +277,15 @@ export const ConfigSchema = z.object({
   privacy: PrivacySchema.default({}),
   sft: SftSchema.default({}),
   ppo: PpoSchema.default({}),
+  rm: RmSchema.default({}),
   eval: EvalSchema.default({}),
   nonPrivate: NonPrivateSchema.default({}),
   sweep: SweepSchema.default({}),
-}).strict();
+}).strict().superRefine((c, ctx) => {
+  if (c.scenario === "rlhf" && c.data.sftFraction + c.data.rmFraction >= 1) {
+    ctx.addIssue({ code: "custom", path: ["data", "rmFraction"], message: `data.sftFraction + data.rmFraction must be below 1 (D3 gets the rest), got ${c.data.sftFraction} + ${c.data.rmFraction}` });
+  }
+});
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;
@@ -303,7 +348,7 @@ export function deepMerge<T>(base: T, over: unknown): T {
 }
 
 /** The stage settings that apply at this epsilon: non-private overrides merged in when eps = inf. */
-export function effectiveStages(cfg: Config): { sft: Config["sft"]; ppo: Config["ppo"] } {
-  if (Number.isFinite(cfg.privacy.epsilon)) return { sft: cfg.sft, ppo: cfg.ppo };
-  return { sft: { ...cfg.sft, ...cfg.nonPrivate.sft }, ppo: { ...cfg.ppo, ...cfg.nonPrivate.ppo } };
+export function effectiveStages(cfg: Config): { sft: Config["sft"]; rm: Config["rm"]; ppo: Config["ppo"] } {
+  if (Number.isFinite(cfg.privacy.epsilon)) return { sft: cfg.sft, rm: cfg.rm, ppo: cfg.ppo };
+  return { sft: { ...cfg.sft, ...cfg.nonPrivate.sft }, rm: { ...cfg.rm, ...cfg.nonPrivate.rm }, ppo: { ...cfg.ppo, ...cfg.nonPrivate.ppo } };
 }

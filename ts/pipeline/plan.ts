@@ -23,8 +23,10 @@ export interface Calibrator {
   composeSequential(o: { stages: { q: number; steps: number; sigma: number }[]; delta: number; accountant: "prv" | "rdp" }): number;
 }
 
+export type StageId = "sft" | "rm" | "ppo";
+
 export interface StagePlan {
-  stage: "sft" | "ppo";
+  stage: StageId;
   dp: boolean;
   /** Examples in this stage's private part (|D1| or |D3|). */
   datasetSize: number;
@@ -60,8 +62,10 @@ export interface RunPlan {
   accountant: "prv" | "rdp";
   /** How the stages compose: disjoint D1 / D3 (parallel) or one user in both (sequential). */
   composition: "parallel" | "sequential";
-  sizes: { privateD: number; d1: number; d3: number; publicCorpus: number; classifierTrain: number; classifierHeldOut: number; evalPrompts: number };
+  sizes: { privateD: number; d1: number; d2: number; d3: number; publicCorpus: number; classifierTrain: number; classifierHeldOut: number; evalPrompts: number; rmHeldOut: number };
   sft: StagePlan;
+  /** The DP reward model on D2 (scenario rlhf). */
+  rm?: StagePlan;
   ppo: StagePlan & { rolloutBatch: number; miniBatchesPerRollout: number };
   /** Parallel: the max over stages (disjoint D1 / D3); sequential: their numerical composition. */
   composed: { epsilon: number; delta: number; rule: string };
@@ -79,20 +83,29 @@ export function disjointStages(cfg: Config): boolean {
   return Number.isFinite(cfg.privacy.epsilon) && cfg.privacy.composition === "parallel";
 }
 
+/** The stages a run trains, in order. */
+export function stagesOf(p: Pick<RunPlan, "sft" | "rm" | "ppo">): StagePlan[] {
+  return p.rm ? [p.sft, p.rm, p.ppo] : [p.sft, p.ppo];
+}
+
 function resolveSizes(cfg: Config, disjoint: boolean, avail: DataSizes): RunPlan["sizes"] {
   const d = cfg.data;
+  const rlhf = cfg.scenario === "rlhf";
   const privateD = d.privateSize === "all" ? avail.train : d.privateSize;
   if (privateD > avail.train) throw new ConfigError(`data.privateSize: ${privateD} exceeds the ${avail.train} train reviews`);
-  const testNeeded = d.classifierTrain + d.classifierHeldOut + d.evalPrompts;
+  const rmHeldOut = rlhf ? d.rmHeldOut : 0;
+  const testNeeded = d.classifierTrain + d.classifierHeldOut + d.evalPrompts + rmHeldOut;
   if (testNeeded > avail.test) {
-    throw new ConfigError(`data.classifierTrain + data.classifierHeldOut + data.evalPrompts = ${testNeeded} exceeds the ${avail.test} test reviews`);
+    throw new ConfigError(`data.classifierTrain + data.classifierHeldOut + data.evalPrompts${rlhf ? " + data.rmHeldOut" : ""} = ${testNeeded} exceeds the ${avail.test} test reviews`);
   }
   const publicCorpus = d.pretrainDocs === "all" ? avail.unsup : d.pretrainDocs;
   if (publicCorpus > avail.unsup) throw new ConfigError(`data.pretrainDocs: ${publicCorpus} exceeds the ${avail.unsup} unsup reviews`);
+  // Planned sizes (the realised ones follow the per-record keyed split and are private).
   const d1 = disjoint ? Math.round(privateD * d.sftFraction) : privateD;
-  const d3 = disjoint ? privateD - d1 : privateD;
-  if (d1 < 1 || d3 < 1) throw new ConfigError(`data.sftFraction: ${d.sftFraction} of ${privateD} leaves an empty D1 or D3`);
-  return { privateD, d1, d3, publicCorpus, classifierTrain: d.classifierTrain, classifierHeldOut: d.classifierHeldOut, evalPrompts: d.evalPrompts };
+  const d2 = !rlhf ? 0 : disjoint ? Math.round(privateD * d.rmFraction) : privateD;
+  const d3 = disjoint ? privateD - d1 - d2 : privateD;
+  if (d1 < 1 || d3 < 1 || (rlhf && d2 < 1)) throw new ConfigError(`data.sftFraction${rlhf ? " / data.rmFraction" : ""}: ${privateD} records leave an empty D1, D2 or D3`);
+  return { privateD, d1, d2, d3, publicCorpus, classifierTrain: d.classifierTrain, classifierHeldOut: d.classifierHeldOut, evalPrompts: d.evalPrompts, rmHeldOut };
 }
 
 /** delta from the config: null is the safe default min(1/|D|^1.1, 1e-6); "1/n" is the paper's 1/|D|. */
@@ -103,7 +116,7 @@ export function resolveDelta(given: number | "1/n" | null, n: number): { delta: 
 }
 
 function dpStage(
-  stage: "sft" | "ppo", n: number, batch: number, epochs: number, reuse: number, maxGradNorm: number,
+  stage: StageId, n: number, batch: number, epochs: number, reuse: number, maxGradNorm: number,
   eps: number, delta: number, accountant: "prv" | "rdp", cal: Calibrator, field: string, givenSigma?: number,
 ): StagePlan {
   if (batch > n) throw new ConfigError(`${field}: expected batch ${batch} exceeds the ${n} examples of the stage's data; lower it or raise data.privateSize`);
@@ -132,7 +145,7 @@ export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SI
   if (deltaRule === "1/n") notes.push(`delta = 1/|D| = ${delta.toExponential(3)} as in the paper; the default min(1/|D|^1.1, 1e-6) is safer`);
   const reproducible = cfg.privacy.reproducible;
   if (reproducible && dp) notes.push("privacy.reproducible: sampling, the stage split and the noise follow the public seed; this run is NOT differentially private (epsilon inf)");
-  const { sft, ppo } = effectiveStages(cfg);
+  const { sft, rm, ppo } = effectiveStages(cfg);
   const accountant = cfg.privacy.accountant;
 
   if (ppo.batchSize % ppo.miniBatchSize !== 0) {
@@ -144,41 +157,47 @@ export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SI
     if (ppo.klControl === "adaptive") throw new ConfigError("ppo.klControl: \"adaptive\" couples examples through the batch KL and is refused in DP mode (DESIGN.md rule 2); use \"fixed\"");
     if (ppo.whitenAdvantages === "batch") throw new ConfigError("ppo.whitenAdvantages: \"batch\" couples examples and is refused in DP mode; use \"none\" or \"per_example\"");
     if (ppo.rewardNormalization === "batch") throw new ConfigError("ppo.rewardNormalization: \"batch\" couples examples and is refused in DP mode; use \"none\" or \"fixed\"");
-    let sigmas: [number, number] | undefined;
+    const rlhf = cfg.scenario === "rlhf";
+    let sigmas: number[] | undefined;
     if (composition === "sequential") {
-      // One user may be in both stages: split the budget so the composition of both meets it.
+      // One user may be in every stage: split the budget so the composition of all meets it.
       const mech = (batch: number, n: number, epochs: number, field: string) => {
         if (batch > n) throw new ConfigError(`${field}: expected batch ${batch} exceeds the ${n} examples of the stage's data; lower it or raise data.privateSize`);
         return { q: batch / n, steps: Math.ceil(epochs / (batch / n)) };
       };
-      const split = cal.splitSequential({
-        stages: [mech(sft.batchSize, sizes.d1, sft.epochs, "sft.batchSize"), mech(ppo.miniBatchSize, sizes.d3, ppo.epochs, "ppo.miniBatchSize")],
+      sigmas = cal.splitSequential({
+        stages: [
+          mech(sft.batchSize, sizes.d1, sft.epochs, "sft.batchSize"),
+          ...(rlhf ? [mech(rm.batchSize, sizes.d2, rm.epochs, "rm.batchSize")] : []),
+          mech(ppo.miniBatchSize, sizes.d3, ppo.epochs, "ppo.miniBatchSize"),
+        ],
         epsilon: eps, delta, accountant,
       });
-      sigmas = [split[0], split[1]];
     }
     const sftPlan = dpStage("sft", sizes.d1, sft.batchSize, sft.epochs, 1, sft.maxGradNorm, eps, delta, accountant, cal, "sft.batchSize", sigmas?.[0]);
-    const ppoPlan = dpStage("ppo", sizes.d3, ppo.miniBatchSize, ppo.epochs, ppo.ppoEpochs, ppo.maxGradNorm, eps, delta, accountant, cal, "ppo.miniBatchSize", sigmas?.[1]);
+    const rmPlan = rlhf ? dpStage("rm", sizes.d2, rm.batchSize, rm.epochs, 1, rm.maxGradNorm, eps, delta, accountant, cal, "rm.batchSize", sigmas?.[1]) : undefined;
+    const ppoPlan = dpStage("ppo", sizes.d3, ppo.miniBatchSize, ppo.epochs, ppo.ppoEpochs, ppo.maxGradNorm, eps, delta, accountant, cal, "ppo.miniBatchSize", sigmas?.at(-1));
+    const all = rmPlan ? [sftPlan, rmPlan, ppoPlan] : [sftPlan, ppoPlan];
     if (ppo.ppoEpochs > 1) notes.push(`T_PPO = ${ppo.ppoEpochs}: each sampled mini-batch takes ${ppo.ppoEpochs} noisy steps, accounted as one sampled Gaussian with sigma/sqrt(${ppo.ppoEpochs})`);
     let composed: RunPlan["composed"];
     if (composition === "sequential") {
       // Each stage's share of the budget is its own planned epsilon: the run guard holds every
       // stage to it, which keeps the composition at or below the target.
-      sftPlan.epsilonTarget = sftPlan.epsilonPlanned;
-      ppoPlan.epsilonTarget = ppoPlan.epsilonPlanned;
-      const total = cal.composeSequential({ stages: [sftPlan, ppoPlan].map((s) => ({ q: s.q, steps: s.sampledBatches, sigma: s.sigmaEffective })), delta, accountant });
+      for (const st of all) st.epsilonTarget = st.epsilonPlanned;
+      const total = cal.composeSequential({ stages: all.map((st) => ({ q: st.q, steps: st.sampledBatches, sigma: st.sigmaEffective })), delta, accountant });
       if (total > eps * (1 + 1e-9)) throw new RangeError(`budget split composes to ${total} > ${eps}`);
-      composed = { epsilon: total, delta, rule: "sequential composition: a user may appear in D1 and D3 (both are all of D), so the stages' mechanisms are composed numerically" };
-      notes.push(`sequential composition: the budget is split between SFT (eps ${sftPlan.epsilonPlanned.toPrecision(4)} alone) and PPO (eps ${ppoPlan.epsilonPlanned.toPrecision(4)} alone)`);
+      composed = { epsilon: total, delta, rule: "sequential composition: a user may appear in every stage (each stage uses all of D), so the stages' mechanisms are composed numerically" };
+      notes.push(`sequential composition: the budget is split between ${all.map((st) => `${st.stage.toUpperCase()} (eps ${st.epsilonPlanned.toPrecision(4)} alone)`).join(", ")}`);
     } else {
       composed = {
-        epsilon: Math.max(sftPlan.epsilonPlanned, ppoPlan.epsilonPlanned), delta,
-        rule: "parallel composition: D1 and D3 are disjoint, so the pipeline is (max eps, delta)-DP",
+        epsilon: Math.max(...all.map((st) => st.epsilonPlanned)), delta,
+        rule: `parallel composition: ${rlhf ? "D1, D2 and D3 are" : "D1 and D3 are"} disjoint per record, so the pipeline is (max eps, delta)-DP`,
       };
     }
     return {
       dp, epsilon: eps, delta, deltaRule, reproducible, accountant, composition, sizes,
       sft: sftPlan,
+      ...(rmPlan ? { rm: rmPlan } : {}),
       ppo: { ...ppoPlan, rolloutBatch: ppo.batchSize, miniBatchesPerRollout },
       composed,
       notes,
@@ -187,13 +206,18 @@ export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SI
 
   if (sft.batchSize > sizes.d1) throw new ConfigError(`sft.batchSize: ${sft.batchSize} exceeds |D1| = ${sizes.d1}`);
   if (ppo.batchSize > sizes.d3) throw new ConfigError(`ppo.batchSize: ${ppo.batchSize} exceeds |D3| = ${sizes.d3}`);
+  if (cfg.scenario === "rlhf" && rm.batchSize > sizes.d2) throw new ConfigError(`rm.batchSize: ${rm.batchSize} exceeds |D2| = ${sizes.d2}`);
+  const rmBatches = Math.ceil((rm.epochs * sizes.d2) / rm.batchSize);
   const sftBatches = Math.ceil((sft.epochs * sizes.d1) / sft.batchSize);
   const rollouts = Math.ceil((ppo.epochs * sizes.d3) / ppo.batchSize);
   const common = { dp: false, sigma: 0, sigmaEffective: 0, epsilonTarget: Infinity, epsilonPlanned: Infinity, delta };
-  notes.push("non-private run (epsilon = inf): D1 = D3 = all of D, as in the paper");
+  notes.push(`non-private run (epsilon = inf): ${cfg.scenario === "rlhf" ? "D1 = D2 = D3" : "D1 = D3"} = all of D, as in the paper`);
   return {
     dp, epsilon: eps, delta, deltaRule, reproducible, accountant, composition, sizes,
     sft: { ...common, stage: "sft", datasetSize: sizes.d1, batchSize: sft.batchSize, q: sft.batchSize / sizes.d1, sampledBatches: sftBatches, reuse: 1, optimizerSteps: sftBatches, maxGradNorm: sft.maxGradNorm },
+    ...(cfg.scenario === "rlhf"
+      ? { rm: { ...common, stage: "rm" as const, datasetSize: sizes.d2, batchSize: rm.batchSize, q: rm.batchSize / sizes.d2, sampledBatches: rmBatches, reuse: 1, optimizerSteps: rmBatches, maxGradNorm: rm.maxGradNorm } }
+      : {}),
     ppo: {
       ...common, stage: "ppo", datasetSize: sizes.d3, batchSize: ppo.miniBatchSize, q: ppo.miniBatchSize / sizes.d3,
       sampledBatches: rollouts * miniBatchesPerRollout, reuse: ppo.ppoEpochs,
@@ -215,8 +239,8 @@ export function formatPlan(p: RunPlan): string {
   lines.push(`privacy: epsilon ${fmt(p.epsilon)}, delta ${p.delta.toExponential(3)}${deltaNote}, accountant ${p.accountant}`);
   const s = p.sizes;
   // Planned sizes come from the config; the realised sizes of D1 / D3 are private (per-record assignment).
-  lines.push(`data (planned): |D| ${s.privateD}, |D1| ${s.d1} (SFT), |D3| ${s.d3} (PPO prompts), public corpus ${s.publicCorpus}, classifier ${s.classifierTrain} train / ${s.classifierHeldOut} held-out, eval prompts ${s.evalPrompts}`);
-  for (const st of [p.sft, p.ppo]) {
+  lines.push(`data (planned): |D| ${s.privateD}, |D1| ${s.d1} (SFT), ${p.rm ? `|D2| ${s.d2} (reward-model pairs), ` : ""}|D3| ${s.d3} (PPO prompts), public corpus ${s.publicCorpus}, classifier ${s.classifierTrain} train / ${s.classifierHeldOut} held-out, eval prompts ${s.evalPrompts}${p.rm ? `, reward-model held-out ${s.rmHeldOut}` : ""}`);
+  for (const st of stagesOf(p)) {
     const head = `${st.stage.toUpperCase()}: N ${st.datasetSize}, ${st.dp ? "expected batch" : "batch"} ${st.batchSize}, q ${fmt(st.q)}, batches ${st.sampledBatches}, T_reuse ${st.reuse}, optimizer steps ${st.optimizerSteps}`;
     lines.push(st.dp ? `${head}, sigma ${fmt(st.sigma)} (accounted ${fmt(st.sigmaEffective)}), C ${st.maxGradNorm}, planned eps ${fmt(st.epsilonPlanned)}` : `${head}, non-private`);
   }

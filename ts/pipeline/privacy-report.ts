@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { PrivacyLedger } from "../privacy/index.js";
 import { BudgetExceededError } from "../util/errors.js";
 import type { LedgerRecord } from "../privacy/index.js";
-import type { Calibrator, RunPlan } from "./plan.js";
+import { stagesOf, type Calibrator, type RunPlan } from "./plan.js";
 
 export interface StagePrivacy {
   stage: string;
@@ -41,7 +41,7 @@ export interface PrivacyReport {
 
 export function privacyReport(plan: RunPlan, ledger: readonly LedgerRecord[], cal: Calibrator, privacyLedgerPath?: string): PrivacyReport {
   const stages: StagePrivacy[] = [];
-  for (const sp of [plan.sft, plan.ppo]) {
+  for (const sp of stagesOf(plan)) {
     const entries = ledger.filter((e) => e.stage === sp.stage);
     // Non-private stages are not in the ledger; they ran their plan.
     const batches = sp.dp ? entries.reduce((a, e) => a + e.steps, 0) : sp.sampledBatches;

@@ -12,7 +12,12 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   // The first line says plainly when the run's epsilon does not hold (DESIGN.md rule 6).
   if (s.privacy.notPrivateReason && s.plan.dp) L.push(`**NOT DIFFERENTIALLY PRIVATE (epsilon = inf):** ${s.privacy.notPrivateReason}.`, "");
   L.push(`# dpalign run: ${cfg.name} (epsilon ${f(s.privacy.composed.epsilon, 2)}, seed ${cfg.seed})`, "");
-  L.push("Scenario 1 (PAPER.md): IMDb positive continuations with a public sentiment-classifier reward.", "");
+  L.push(
+    cfg.scenario === "rlhf"
+      ? "RLHF (PAPER.md scenario 2's method on IMDb): a DP reward model learned on D2 from pairs labelled by a gold labeller (the public sentiment classifier), then DP-PPO against it; evaluation by the gold labeller."
+      : "Scenario 1 (PAPER.md): IMDb positive continuations with a public sentiment-classifier reward.",
+    "",
+  );
   L.push("## Evaluation (mean reward of completions of held-out prompts, 95% CI over prompts)", "");
   L.push("| model | mean reward | 95% CI | prompts |", "|---|---|---|---|");
   for (const e of s.evals) L.push(`| ${e.model === "pretrained" ? "pretrained (eps = 0)" : e.model} | ${f(e.meanReward)} | +- ${f(e.ci95)} | ${e.n} |`);
@@ -29,7 +34,8 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   L.push("", "## Plan", "", "```", formatPlan(s.plan), "```", "");
   L.push("## Public models", "");
   L.push(`- Pretrained tiny model: ${cfg.model.tiny.nLayer} layers, n_embd ${cfg.model.tiny.nEmbd}, vocab ${cfg.model.tiny.vocabSize}; ${cfg.pretrain.steps} steps on ${s.plan.sizes.publicCorpus} public unsup reviews; final loss ${f(s.pretrain.finalLoss)}${s.pretrain.reused ? " (cached)" : ""}.`);
-  L.push(`- Reward classifier: accuracy ${(100 * s.reward.heldOutAccuracy).toFixed(1)}% on ${s.reward.heldOutSize} held-out public reviews (trained on ${s.reward.trainSize})${s.reward.reused ? " (cached)" : ""}.`);
+  if (s.rm) L.push(`- DP reward model (D2): accuracy ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% and Eq. 1 loss ${f(s.rm.heldOutLoss)} on ${s.rm.heldOutPairs} public held-out pairs labelled by the gold labeller.`);
+  L.push(`- Reward classifier${cfg.scenario === "rlhf" ? " (gold labeller)" : ""}: accuracy ${(100 * s.reward.heldOutAccuracy).toFixed(1)}% on ${s.reward.heldOutSize} held-out public reviews (trained on ${s.reward.trainSize})${s.reward.reused ? " (cached)" : ""}.`);
   L.push("", "## Wall time", "", `Total ${f(s.wallS, 0)} s; by stage (this invocation): ${Object.entries(s.stageWallS).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(", ")}.`);
   L.push("", "## Samples (prefix -> completion, reward)", "");
   for (const e of s.evals) {

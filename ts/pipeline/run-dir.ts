@@ -11,7 +11,7 @@ import { dirname, isAbsolute, join, relative } from "node:path";
 import { RunIntegrityError } from "./run-errors.js";
 import { InvalidArgumentError } from "../util/errors.js";
 
-export type StageName = "pretrain" | "reward" | "sft" | "ppo" | "evaluate";
+export type StageName = "pretrain" | "reward" | "sft" | "rm" | "ppo" | "evaluate";
 
 export const PRIVATE_DIR = "private";
 

@@ -12,9 +12,9 @@ import { SeededRng } from "../util/rng.js";
 import { projectRoot } from "../util/python.js";
 import type { Config } from "./config.js";
 import { resolveDataDir } from "./data/dir.js";
-import { assignRoles, describePrivateRoles, describePublicRoles, loadImdb, privateRolesDigest, type ImdbSources } from "./data/roles.js";
+import { assignRoles, describePrivateRoles, describePublicRoles, loadImdb, privateRolesDigest, type ImdbSources, type RoleSizes } from "./data/roles.js";
 import { cleanReview } from "./data/jsonl.js";
-import { disjointStages, planRun, formatPlan, type RunPlan } from "./plan.js";
+import { disjointStages, planRun, formatPlan, stagesOf, type RunPlan } from "./plan.js";
 import { accountantCalibrator } from "./privacy.js";
 import { RunDir } from "./run-dir.js";
 import { InterruptedError, RunIntegrityError, ResumeMismatchError } from "./run-errors.js";
@@ -27,6 +27,7 @@ import { pretrain, type PretrainResult } from "./stages/pretrain.js";
 import { trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResult } from "./stages/reward.js";
 import { runSft, type SftResult } from "./stages/sft.js";
 import { runPpo, type PpoResult } from "./stages/ppo.js";
+import { loadDpRewardModel, runRm, type RmResult } from "./stages/rm.js";
 import { evaluateModel, type ModelEval } from "./stages/evaluate.js";
 import type { StageHooks } from "./stages/common.js";
 import { cutPrompts, tokenizeRows } from "./tokens.js";
@@ -61,6 +62,8 @@ export interface RunSummary {
   pretrain: PretrainResult;
   reward: RewardResult;
   sft: SftResult;
+  /** The DP reward model (scenario rlhf). */
+  rm?: RmResult;
   ppo: PpoResult;
   evals: ModelEval[];
   privacy: PrivacyReport;
@@ -92,6 +95,12 @@ function differingFields(a: unknown, b: unknown, path = ""): string[] {
   return [...keys].flatMap((k) => differingFields((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k));
 }
 
+/** The role sizes of a config: D2 and the reward model's held-out prefixes exist only in scenario rlhf. */
+export function roleSizes(cfg: Config): RoleSizes {
+  const rlhf = cfg.scenario === "rlhf";
+  return { ...cfg.data, rmFraction: rlhf ? cfg.data.rmFraction : 0, rmHeldOut: rlhf ? cfg.data.rmHeldOut : 0 };
+}
+
 /** Whether the run directory already holds training progress (then its secret and binding must be there). */
 function hasProgress(run: RunDir): boolean {
   return existsSync(run.path(PRIVACY_LEDGER_FILE)) || existsSync(run.path("checkpoints")) || existsSync(run.path("stages"));
@@ -121,7 +130,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
   claimRunDir(run, cfg);
   const secret = openRunSecret(run, cfg.privacy.reproducible, cfg.seed, progressBefore);
   const { data, dir: dataDir } = o.data ?? (await loadData(cfg, o.dataDir));
-  const roles = assignRoles(data, cfg.data, secret.rng.fork("roles"), disjointStages(cfg));
+  const roles = assignRoles(data, roleSizes(cfg), secret.rng.fork("roles"), disjointStages(cfg));
   const fingerprint = fingerprintImdb(dataDir);
   bindRun(run, fingerprint, privateRolesDigest(roles));
   const plan = planRun(cfg, accountantCalibrator, { train: data.train.length, test: data.test.length, unsup: data.unsup.length });
@@ -168,13 +177,33 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       stageWallS.sft = (Date.now() - s) / 1000;
       run.markDone("sft", sft);
     }
+    let rmRes: RmResult | undefined;
+    if (plan.rm) {
+      stopBetweenStages(stop, "the DP reward model");
+      rmRes = run.stageResult<RmResult>("rm");
+      if (!rmRes) {
+        s = Date.now();
+        const rmCfg = cfg.rm;
+        const d2Rows = await tokenizeRows(reward, roles.d2.map((r) => cleanReview(r.text)), rmCfg.promptTokens[1]);
+        const d2Prefixes = cutPrompts(d2Rows, rmCfg.promptTokens, ctx.rng.fork("rm-prompt-lengths")).filter((r) => r.length >= 1);
+        const heldRows = await tokenizeRows(reward, roles.rmHeldOut.map((r) => cleanReview(r.text)), rmCfg.promptTokens[1]);
+        const heldPrefixes = cutPrompts(heldRows, rmCfg.promptTokens, new SeededRng(`rm-held-out/${cfg.data.publicSeed}`)).filter((r) => r.length >= 1);
+        rmRes = await runRm(ctx, d2Prefixes, heldPrefixes, sft.checkpoint, o.hooks);
+        stageWallS.rm = (Date.now() - s) / 1000;
+        run.markDone("rm", rmRes);
+      }
+      progress.log(`DP reward model: accuracy ${(100 * rmRes.heldOutAccuracy).toFixed(1)}% on ${rmRes.heldOutPairs} public held-out pairs (gold labeller: the public classifier)`);
+    }
     stopBetweenStages(stop, "DP-PPO");
     let ppo = run.stageResult<PpoResult>("ppo");
     if (!ppo) {
       s = Date.now();
       const d3Rows = await tokenizeRows(reward, roles.d3.map((r) => cleanReview(r.text)), ppoCfg.promptTokens[1]);
       const d3Prompts = cutPrompts(d3Rows, ppoCfg.promptTokens, ctx.rng.fork("prompt-lengths")).filter((r) => r.length >= 1);
-      ppo = await runPpo(ctx, d3Prompts, sft.checkpoint, o.hooks);
+      // Scenario rlhf: PPO optimises the DP reward model (post-processing of a DP model); else the public classifier.
+      const ppoReward = rmRes ? await loadDpRewardModel(ctx, rmRes.checkpoint) : reward;
+      ppo = await runPpo({ ...ctx, reward: ppoReward }, d3Prompts, sft.checkpoint, o.hooks);
+      if (ppoReward !== reward) await ppoReward.unload();
       stageWallS.ppo = (Date.now() - s) / 1000;
       run.markDone("ppo", ppo);
     }
@@ -197,7 +226,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     const records = verifyLedger(run, plan, true);
     const privacy = privacyReport(plan, records, accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
     run.writeJson("privacy.json", privacy);
-    const summary: RunSummary = { runDir: run.dir, plan, pretrain: pre, reward: rm, sft, ppo, evals, privacy, wallS: (Date.now() - t0) / 1000, stageWallS };
+    const summary: RunSummary = { runDir: run.dir, plan, pretrain: pre, reward: rm, sft, ...(rmRes ? { rm: rmRes } : {}), ppo, evals, privacy, wallS: (Date.now() - t0) / 1000, stageWallS };
     run.writeJson("summary.json", { ...summary, runDir: undefined, plan: undefined });
     writeReport(run, cfg, summary);
     return summary;
@@ -239,7 +268,7 @@ async function hfBase(api: WorkerApi, cfg: Config): Promise<PretrainResult> {
  */
 function verifyLedger(run: RunDir, plan: RunPlan, atEnd: boolean) {
   const { records, ledger } = readRunLedger(run);
-  for (const sp of [plan.sft, plan.ppo]) {
+  for (const sp of stagesOf(plan)) {
     if (!sp.dp) continue;
     const accounted = ledgerBatches(records, sp, ledger.path);
     if ((atEnd || run.isDone(sp.stage)) && accounted !== sp.sampledBatches) {

@@ -13,6 +13,10 @@ export const T = {
   lengths: "lengths",
   lossMask: "loss_mask",
   labels: "labels",
+  chosenIds: "chosen_ids",
+  chosenLengths: "chosen_lengths",
+  rejectedIds: "rejected_ids",
+  rejectedLengths: "rejected_lengths",
   queryIds: "query_ids",
   queryLengths: "query_lengths",
   responseIds: "response_ids",
@@ -40,6 +44,11 @@ export function lmBatch(rows: Rows, pad: number): TensorMap {
 /** classification: token rows and a 0/1 label per row. */
 export function classificationBatch(rows: Rows, labels: readonly number[], pad: number): TensorMap {
   return { ...idsBatch(rows, pad), [T.labels]: Tensor.int64(labels) };
+}
+
+/** pairwise_reward (Eq. 1): each example is one pair of whole sequences (prompt + response), the preferred one first. */
+export function pairwiseBatch(chosen: Rows, rejected: Rows, pad: number): TensorMap {
+  return { ...idsBatch(chosen, pad, T.chosenIds, T.chosenLengths), ...idsBatch(rejected, pad, T.rejectedIds, T.rejectedLengths) };
 }
 
 export function queryResponseBatch(queries: Rows, responses: Rows, pad: number): TensorMap {

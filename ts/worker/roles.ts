@@ -5,7 +5,7 @@
  */
 import type { CheckpointInfo, DpSpec, ModelInfo, ModelSpec, OptimizerSpec, TrainStepReply } from "../transport/messages.js";
 import type { WorkerApi } from "./api.js";
-import { classificationBatch, idsBatch, lmBatch, ppoBatch, queryResponseBatch, T, type PpoRows, type Rows } from "./batches.js";
+import { classificationBatch, idsBatch, lmBatch, pairwiseBatch, ppoBatch, queryResponseBatch, T, type PpoRows, type Rows } from "./batches.js";
 
 /** Requests are cut into chunks of this many rows (memory on the worker, latency per request). */
 const CHUNK = 256;
@@ -136,6 +136,11 @@ export class RewardModel extends WorkerModel {
       out.push(...rep.rewards.toNumbers());
     }
     return out;
+  }
+
+  /** One step of the pairwise loss (Eq. 1): one example per (chosen, rejected) pair. */
+  trainPairwise(chosen: Rows, rejected: Rows, pad: number, o: StepOptions): Promise<TrainStepReply> {
+    return this.api.trainStep({ handle: this.handle, loss: "pairwise_reward", batch: pairwiseBatch(chosen, rejected, pad), ...o });
   }
 
   trainClassifier(rows: Rows, labels: readonly number[], pad: number, o: StepOptions): Promise<TrainStepReply> {

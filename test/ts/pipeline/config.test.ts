@@ -97,6 +97,23 @@ describe("plan", () => {
     const par = planRun(parseConfig(base), fakeCalibrator);
     expect(p.sft.sigmaEffective).toBeGreaterThan(par.sft.sigmaEffective * 0.99);
   });
+  it("plans three stages for the RLHF scenario: D1/D2/D3 in parallel, or the budget split three ways", () => {
+    const rlhf = { ...base, scenario: "rlhf", data: { privateSize: 1000, sftFraction: 0.4, rmFraction: 0.3 }, rm: { batchSize: 30, epochs: 2 } };
+    const p = planRun(parseConfig(rlhf), fakeCalibrator);
+    expect(p.sizes).toMatchObject({ d1: 400, d2: 300, d3: 300 });
+    expect(p.rm).toMatchObject({ stage: "rm", datasetSize: 300, q: 0.1, sampledBatches: 20, reuse: 1 });
+    expect(p.composed.epsilon).toBe(Math.max(p.sft.epsilonPlanned, p.rm!.epsilonPlanned, p.ppo.epsilonPlanned));
+    expect(p.composed.rule).toMatch(/D1, D2 and D3 are disjoint per record/);
+    expect(formatPlan(p)).toMatch(/RM: N 300, expected batch 30/);
+    const seq = planRun(parseConfig({ ...rlhf, privacy: { composition: "sequential" } }), fakeCalibrator);
+    expect(seq.sizes).toMatchObject({ d1: 1000, d2: 1000, d3: 1000 });
+    for (const st of [seq.sft, seq.rm!, seq.ppo]) expect(st.epsilonPlanned).toBeLessThan(4);
+    expect(seq.composed.epsilon).toBeLessThanOrEqual(4 * (1 + 1e-9));
+    expect(seq.notes.join("\n")).toMatch(/split between SFT .*, RM .*, PPO/);
+    expect(() => parseConfig({ ...rlhf, data: { sftFraction: 0.6, rmFraction: 0.5 } })).toThrow(/data.rmFraction: data.sftFraction \+ data.rmFraction must be below 1/);
+    // the classifier scenario has no reward-model stage
+    expect(planRun(parseConfig(base), fakeCalibrator).rm).toBeUndefined();
+  });
   it("uses all of D for both stages when non-private", () => {
     const p = planRun(parseConfig({ ...base, privacy: { epsilon: "inf" } }), fakeCalibrator);
     expect(p.sizes).toMatchObject({ d1: 1000, d3: 1000 });

@@ -75,6 +75,31 @@ describe("pipeline on a very small preset", () => {
     expect(s.privacy.ledgerCheck!.epsilon).toBeCloseTo(s.privacy.composed.epsilon, 3);
   }, 120_000);
 
+  it("runs the RLHF scenario: a DP reward model on D2 from gold-labelled pairs, then DP-PPO against it, three stages in parallel", async () => {
+    const cfg = parseConfig({
+      ...TINY, scenario: "rlhf", data: { ...TINY.data, rmFraction: 0.3, rmHeldOut: 6 }, rm: { batchSize: 4, epochs: 1, responseTokens: 3 },
+    });
+    const runDir = join(tmpDir(), "run-rlhf");
+    const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
+    expect(s.plan.rm).toBeDefined();
+    expect(s.plan.sizes.d2).toBe(12);
+    expect(s.rm!.heldOutPairs).toBeGreaterThan(0);
+    expect(s.rm!.heldOutAccuracy).toBeGreaterThanOrEqual(0);
+    expect(s.rm!.heldOutAccuracy).toBeLessThanOrEqual(1);
+    expect(s.privacy.stages.map((x) => x.stage)).toEqual(["sft", "rm", "ppo"]);
+    for (const st of s.privacy.stages) expect(st.epsilon).toBeLessThanOrEqual(8 * (1 + 1e-6));
+    const ledger = new PrivacyLedger(join(runDir, "ledger.jsonl"));
+    expect(ledger.totals().map((t) => [t.stage, t.steps])).toEqual([["sft", s.plan.sft.sampledBatches], ["rm", s.plan.rm!.sampledBatches], ["ppo", s.plan.ppo.sampledBatches]]);
+    // D1, D2, D3 disjoint
+    const roles = JSON.parse(readFileSync(join(runDir, "private", "roles.json"), "utf8"));
+    const [a, b, c] = [roles.d1.ids, roles.d2.ids, roles.d3.ids].map((x: string[]) => new Set(x));
+    for (const id of b) expect(a.has(id) || c.has(id)).toBe(false);
+    expect(readFileSync(join(runDir, "report.md"), "utf8")).toMatch(/DP reward model \(D2\): accuracy/);
+    // resumable like every stage: a completed run is not run again
+    const again = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
+    expect(again.rm).toMatchObject(s.rm!);
+  }, 120_000);
+
   it("resumes an interrupted stage from its last checkpoint without re-running or re-accounting batches", async () => {
     const cfg = parseConfig({ ...TINY, sft: { batchSize: 5, epochs: 1, maxTokens: 16 } });
     const runDir = join(tmpDir(), "run");

@@ -12,7 +12,8 @@ export function printSummary(s: RunSummary): void {
   if (s.privacy.notPrivateReason && s.plan.dp) out.write(`\nNOT DIFFERENTIALLY PRIVATE (epsilon = inf): ${s.privacy.notPrivateReason}\n`);
   out.write(`\nrun directory: ${s.runDir}\n`);
   out.write(`reward classifier accuracy (held-out public reviews): ${(100 * s.reward.heldOutAccuracy).toFixed(1)}%\n`);
-  out.write(`mean reward on held-out prompts (95% CI over prompts):\n`);
+  if (s.rm) out.write(`DP reward model accuracy (public held-out pairs, gold labeller): ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% on ${s.rm.heldOutPairs}\n`);
+  out.write(`mean ${s.rm ? "gold " : ""}reward on held-out prompts (95% CI over prompts):\n`);
   for (const e of s.evals) out.write(`  ${e.model.padEnd(11)} ${f(e.meanReward)} +- ${f(e.ci95)}\n`);
   for (const st of s.privacy.stages) out.write(`privacy ${st.stage}: epsilon ${f(st.epsilon)} (q ${st.q.toPrecision(3)}, sigma ${f(st.sigma)}, ${st.batchesExecuted} batches x ${st.reuse})\n`);
   out.write(`composed: epsilon ${f(s.privacy.composed.epsilon)}, delta ${s.privacy.composed.delta.toExponential(2)} (${s.privacy.composed.rule})\n`);

@@ -27,6 +27,10 @@ export interface RoleSizes {
   privateSize: number | "all";
   /** Probability that a record of D goes to D1 (SFT) in DP mode; otherwise it goes to D3 (PPO). */
   sftFraction: number;
+  /** With three stages (scenario rlhf): probability that a record of D goes to D2 (reward-model pairs). */
+  rmFraction?: number;
+  /** With three stages: public held-out prefixes (from test) for the reward model's accuracy. */
+  rmHeldOut?: number;
   /** Seed of the public roles (recorded; public roles need no secrecy). */
   publicSeed?: number;
 }
@@ -43,12 +47,16 @@ export interface PublicRoles {
   classifierTrain: ImdbRecord[];
   classifierHeldOut: ImdbRecord[];
   evalPrompts: ImdbRecord[];
+  /** Public prefixes whose gold-labelled pairs measure a reward model (scenario rlhf; else empty). */
+  rmHeldOut: ImdbRecord[];
 }
 
 export interface Roles extends PublicRoles {
   /** The private D after de-duplication (private: its size and membership are never released). */
   privateD: ImdbRecord[];
   d1: ImdbRecord[];
+  /** Reward-model pairs' prefixes (scenario rlhf; else empty). */
+  d2: ImdbRecord[];
   d3: ImdbRecord[];
   /** true when D1 and D3 are disjoint (DP mode, parallel composition); false when both are all of D. */
   disjoint: boolean;
@@ -80,8 +88,8 @@ export function assignPublicRoles(src: ImdbSources, sizes: RoleSizes): PublicRol
   const unsup = pub.fork("unsup").shuffle(src.unsup);
   const test = pub.fork("test").shuffle(src.test);
   const nPre = take(sizes.pretrainDocs, unsup.length, "data.pretrainDocs");
-  const nTestNeeded = sizes.classifierTrain + sizes.classifierHeldOut + sizes.evalPrompts;
-  take(nTestNeeded, test.length, "data.classifierTrain + data.classifierHeldOut + data.evalPrompts");
+  const nTestNeeded = sizes.classifierTrain + sizes.classifierHeldOut + sizes.evalPrompts + (sizes.rmHeldOut ?? 0);
+  take(nTestNeeded, test.length, "data.classifierTrain + data.classifierHeldOut + data.evalPrompts (+ data.rmHeldOut)");
   let o = 0;
   return {
     publicSeed,
@@ -89,6 +97,7 @@ export function assignPublicRoles(src: ImdbSources, sizes: RoleSizes): PublicRol
     classifierTrain: test.slice(o, (o += sizes.classifierTrain)),
     classifierHeldOut: test.slice(o, (o += sizes.classifierHeldOut)),
     evalPrompts: test.slice(o, (o += sizes.evalPrompts)),
+    rmHeldOut: test.slice(o, (o += sizes.rmHeldOut ?? 0)),
   };
 }
 
@@ -143,18 +152,22 @@ export function assignRoles(src: ImdbSources, sizes: RoleSizes, key: KeyedRng, d
   const { kept, removed } = dedupPrivate(src);
   const pD = src.train.length ? nD / src.train.length : 0;
   const p1 = pD * sizes.sftFraction;
+  const p2 = p1 + pD * (sizes.rmFraction ?? 0);
   const privateD: ImdbRecord[] = [];
   const d1: ImdbRecord[] = [];
+  const d2: ImdbRecord[] = [];
   const d3: ImdbRecord[] = [];
   for (const r of kept) {
     const u = key.unit(r.id);
     if (u >= pD) continue;
     privateD.push(r);
-    (u < p1 ? d1 : d3).push(r);
+    (u < p1 ? d1 : u < p2 ? d2 : d3).push(r);
   }
+  const three = (sizes.rmFraction ?? 0) > 0;
   return {
     ...pub, privateD, removed, disjoint,
     d1: disjoint ? d1 : privateD,
+    d2: !three ? [] : disjoint ? d2 : privateD,
     d3: disjoint ? d3 : privateD,
   };
 }
@@ -170,16 +183,17 @@ export function describePublicRoles(r: PublicRoles): Record<string, unknown> {
     classifierTrain: entry(r.classifierTrain),
     classifierHeldOut: entry(r.classifierHeldOut),
     evalPrompts: entry(r.evalPrompts),
+    ...(r.rmHeldOut.length ? { rmHeldOut: entry(r.rmHeldOut) } : {}),
   };
 }
 
 /** The private record of the split (run-dir/private/roles.json): realised sizes, removals, membership. */
 export function describePrivateRoles(r: Roles): Record<string, unknown> {
   const entry = (xs: ImdbRecord[]) => ({ size: xs.length, idsSha256: idsHash(xs), ids: xs.map((x) => x.id) });
-  return { disjoint: r.disjoint, removed: r.removed, privateD: { size: r.privateD.length, idsSha256: idsHash(r.privateD) }, d1: entry(r.d1), d3: entry(r.d3) };
+  return { disjoint: r.disjoint, removed: r.removed, privateD: { size: r.privateD.length, idsSha256: idsHash(r.privateD) }, d1: entry(r.d1), ...(r.d2.length ? { d2: entry(r.d2) } : {}), d3: entry(r.d3) };
 }
 
 /** A digest of the private membership, so a resumed run can check that its split is the same. */
 export function privateRolesDigest(r: Roles): string {
-  return createHash("sha256").update(`${r.disjoint}\n${r.d1.map((x) => x.id).join(",")}\n${r.d3.map((x) => x.id).join(",")}`).digest("hex");
+  return createHash("sha256").update([String(r.disjoint), ...[r.d1, r.d2, r.d3].map((xs) => xs.map((x) => x.id).join(","))].join("\n")).digest("hex");
 }

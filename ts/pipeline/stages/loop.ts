@@ -9,6 +9,7 @@
 import type { TrainStepReply } from "../../transport/messages.js";
 import type { PipelineContext } from "../context.js";
 import type { DpStageGuard } from "../dp-step.js";
+import type { StageId } from "../plan.js";
 import { commitStage, maybeInterrupt, stopIfRequested, type StageHooks } from "./common.js";
 
 /** What one group of sampled batches produced. */
@@ -20,7 +21,7 @@ export interface GroupResult {
 }
 
 export interface StageLoop {
-  stage: "sft" | "ppo";
+  stage: StageId;
   /** Progress label. */
   label: string;
   /** Worker handle of the model that is checkpointed. */
