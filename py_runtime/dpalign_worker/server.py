@@ -5,6 +5,12 @@ there; quick lifecycle methods answer inline, everything else runs on a thread p
 hand finished replies back over inproc PUSH sockets. Every exception becomes a typed Error reply;
 bytes that do not parse produce a MALFORMED_REQUEST reply (or a logged drop) and never stop the
 worker.
+
+A message is [identity, envelope, tensor frame 1, ...] (see tensors.py). Frames are received with
+copy=False and sent with copy=False, so a tensor's bytes are never copied by the worker: the
+request tensors a handler sees are views of the received frames, the tensors it returns are handed
+to ZeroMQ as they are, and the inproc hop from a pool thread to the I/O thread passes frames by
+reference.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from .errors import WorkerError
 from .protocol import worker_pb2 as pb
 from .registry import HANDLERS, WorkerContext
 from .security import CurveConfig, enable_curve_server, is_loopback_endpoint
+from .tensors import MessageFrames, message_frames
 
 
 class InsecureEndpointError(RuntimeError):
@@ -109,17 +116,20 @@ class WorkerServer:
                 self._push_sockets.append(sock)
         return sock
 
-    def _run_handler(self, identity: bytes, request_id: int, method: str, body: Message) -> None:
-        self._push().send_multipart([identity, self._execute(request_id, method, body)])
+    def _run_handler(self, identity: bytes, request_id: int, method: str, body: Message, frames: MessageFrames) -> None:
+        self._push().send_multipart([identity, *self._execute(request_id, method, body, frames)], copy=False)
 
-    def _execute(self, request_id: int, method: str, body: Message) -> bytes:
-        """Runs a handler and returns the serialized Reply (result or typed error)."""
+    def _execute(self, request_id: int, method: str, body: Message, frames: MessageFrames) -> list:
+        """Runs a handler and returns the reply's frames: the serialized Reply (result or typed
+        error) and, after a result, the frames of the tensors in it."""
         fn = HANDLERS.get(method)
         if fn is None:
             err = WorkerError(pb.UNKNOWN_METHOD, f"this worker does not implement {method!r}", supported=",".join(sorted(HANDLERS)))
-            return pb.Reply(id=request_id, error=err.to_proto()).SerializeToString()
+            return [pb.Reply(id=request_id, error=err.to_proto()).SerializeToString()]
         try:
-            return encode_result(request_id, method, fn(body, self.ctx))
+            with message_frames(frames, MessageFrames()) as out:
+                result = fn(body, self.ctx)
+                return [encode_result(request_id, method, result), *out.payloads()]
         except WorkerError as e:
             error = e.to_proto()
         except MemoryError as e:
@@ -128,7 +138,7 @@ class WorkerServer:
             log.exception("request %d (%s) failed", request_id, method)
             code = pb.RESOURCE_EXHAUSTED if "out of memory" in str(e).lower() else pb.INTERNAL
             error = pb.Error(code=code, message=f"{type(e).__name__} in {method}: {e}", details={"traceback": traceback.format_exc()})
-        return pb.Reply(id=request_id, error=error).SerializeToString()
+        return [pb.Reply(id=request_id, error=error).SerializeToString()]
 
     # -- the I/O loop ----------------------------------------------------------------------------
     def _send(self, identity: bytes, reply: pb.Reply) -> None:
@@ -137,11 +147,11 @@ class WorkerServer:
     def _error(self, identity: bytes, request_id: int, code: int, message: str, **details: str) -> None:
         self._send(identity, pb.Reply(id=request_id, error=pb.Error(code=code, message=message, details=details)))
 
-    def _on_request(self, frames: list[bytes]) -> None:
+    def _on_request(self, frames: list[zmq.Frame]) -> None:
         if len(frames) < 2:
-            log.warning("dropped a message with %d frame(s): expected [identity, request]", len(frames))
+            log.warning("dropped a message with %d frame(s): expected [identity, request, tensors...]", len(frames))
             return
-        identity, payload = frames[0], frames[-1]
+        identity, payload = frames[0].bytes, frames[1].bytes
         req = pb.Request()
         try:
             req.ParseFromString(payload)
@@ -163,12 +173,12 @@ class WorkerServer:
         if method == "handshake":
             self._handshake(identity, req.id, body)
         elif method in INLINE_METHODS:
-            self.router.send_multipart([identity, self._execute(req.id, method, body)])
+            self.router.send_multipart([identity, *self._execute(req.id, method, body, MessageFrames(frames[1:]))])
             if method == "shutdown":
                 self.stopping = True
         else:
             self.in_flight += 1
-            self.pool.submit(self._run_handler, identity, req.id, method, body)
+            self.pool.submit(self._run_handler, identity, req.id, method, body, MessageFrames(frames[1:]))
 
     def _handshake(self, identity: bytes, request_id: int, body: pb.HandshakeRequest) -> None:
         if body.protocol_version != PROTOCOL_VERSION:
@@ -226,15 +236,15 @@ class WorkerServer:
                 if self.results in events:
                     while True:
                         try:
-                            frames = self.results.recv_multipart(zmq.NOBLOCK)
+                            frames = self.results.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
                         self.in_flight -= 1
-                        self.router.send_multipart(frames)
+                        self.router.send_multipart(frames, copy=False)
                 if self.router in events:
                     while True:
                         try:
-                            frames = self.router.recv_multipart(zmq.NOBLOCK)
+                            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
                         self._on_request(frames)

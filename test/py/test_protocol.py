@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import zmq
@@ -17,7 +18,7 @@ import zmq
 from dpalign_worker.errors import WorkerError
 from dpalign_worker.protocol import worker_pb2 as pb
 from dpalign_worker.server import WorkerServer
-from dpalign_worker.tensors import batch_from_proto, batch_to_proto, from_proto, to_proto
+from dpalign_worker.tensors import MessageFrames, batch_from_proto, batch_to_proto, from_proto, message_frames, to_proto
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,12 +48,63 @@ def test_tensor_round_trip_keeps_dtype_shape_and_values(tensor):
     assert torch.equal(back, tensor)
 
 
+def decode_in(frames: list, m: pb.Tensor) -> torch.Tensor:
+    """Decodes `m` as the worker would within a request whose frames are [envelope, *frames]."""
+    with message_frames(MessageFrames([b"envelope", *frames]), MessageFrames()):
+        return from_proto(m, "x")
+
+
 def test_tensor_bytes_must_match_dtype_and_shape():
-    m = pb.Tensor(dtype="float32", shape=[3], data=b"\x00" * 8)
-    with pytest.raises(WorkerError, match="12 bytes expected"):
-        from_proto(m)
+    with pytest.raises(WorkerError, match="12 bytes expected") as e:
+        decode_in([b"\x00" * 8], pb.Tensor(dtype="float32", shape=[3], frame=1))
+    assert e.value.code == pb.INVALID_ARGUMENT
+    assert e.value.details == {"tensor": "x", "frame": "1", "bytes": "8", "expected": "12"}
     with pytest.raises(WorkerError, match="unknown dtype"):
-        from_proto(pb.Tensor(dtype="complex64", shape=[1], data=b"\x00" * 8))
+        decode_in([b"\x00" * 8], pb.Tensor(dtype="complex64", shape=[1], frame=1))
+
+
+@pytest.mark.parametrize("frame", [0, 2, 1000])
+def test_frame_reference_out_of_range_is_malformed(frame):
+    with pytest.raises(WorkerError, match=f"refers to frame {frame}") as e:
+        decode_in([b"\x00" * 4], pb.Tensor(dtype="float32", shape=[1], frame=frame))
+    assert e.value.code == pb.MALFORMED_REQUEST
+    assert e.value.details["frame"] == str(frame) and e.value.details["frames"] == "2"
+
+
+def test_tensor_shares_the_frame_memory_unless_misaligned():
+    ctx = zmq.Context.instance()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    addr = f"inproc://frames-{time.monotonic_ns()}"
+    a.bind(addr)
+    b.connect(addr)
+    try:
+        x = torch.arange(300_000, dtype=torch.float32)  # above pyzmq's copy threshold: sent by reference
+        a.send_multipart([b"envelope", x.numpy()], copy=False)
+        frames = b.recv_multipart(copy=False)
+        with message_frames(MessageFrames(frames), MessageFrames()):
+            t = from_proto(pb.Tensor(dtype="float32", shape=[300_000], frame=1))
+        assert torch.equal(t, x)
+        address = np.frombuffer(frames[1].buffer, np.uint8).ctypes.data
+        assert t.data_ptr() == address  # no copy
+    finally:
+        a.close(0)
+        b.close(0)
+    raw = bytearray(13)
+    raw[1:13] = torch.tensor([1.0, 2.0, 3.0]).numpy().tobytes()
+    view = memoryview(raw)[1:]  # an odd address: copied once, then aligned
+    t = decode_in([view], pb.Tensor(dtype="float32", shape=[3], frame=1))
+    assert t.tolist() == [1.0, 2.0, 3.0] and t.data_ptr() % 4 == 0
+
+
+def test_encoding_appends_one_frame_per_tensor_without_copying():
+    x, y = torch.arange(6.0).reshape(2, 3), torch.tensor([True, False])
+    out = MessageFrames()
+    with message_frames(MessageFrames(), out):
+        batch = batch_to_proto({"x": x, "y": y})
+    assert [batch.tensors[k].frame for k in ("x", "y")] == [1, 2]
+    assert len(out.payloads()) == 2
+    assert np.frombuffer(out.payloads()[0], np.uint8).ctypes.data == x.data_ptr()
+    assert bytes(out.payloads()[1]) == b"\x01\x00"
 
 
 def test_batch_round_trip():
@@ -78,13 +130,18 @@ def server():
     sock.close()
 
 
-def call(sock, request: pb.Request) -> pb.Reply:
-    sock.send(request.SerializeToString())
+def call(sock, request: pb.Request, frames: tuple = ()) -> pb.Reply:
+    return call_frames(sock, request, frames)[0]
+
+
+def call_frames(sock, request: pb.Request, frames: tuple = ()) -> tuple[pb.Reply, list[bytes]]:
+    sock.send_multipart([request.SerializeToString(), *frames])
     while True:
         reply = pb.Reply()
-        reply.ParseFromString(sock.recv())
+        envelope, *rest = sock.recv_multipart()
+        reply.ParseFromString(envelope)
         if reply.WhichOneof("result") != "heartbeat":
-            return reply
+            return reply, rest
 
 
 def test_handshake_reports_capabilities(server):
@@ -109,11 +166,39 @@ def test_malformed_bytes_get_an_error_reply_and_the_worker_lives(server):
     server.send(b"\xff\xff\x00garbage")
     reply = pb.Reply()
     while True:
-        reply.ParseFromString(server.recv())
+        reply.ParseFromString(server.recv_multipart()[0])
         if reply.WhichOneof("result") == "error":
             break
     assert reply.error.code == pb.MALFORMED_REQUEST
     assert call(server, pb.Request(id=4, ping=pb.PingRequest())).WhichOneof("result") == "ping"
+
+
+def test_echo_moves_tensors_as_frames(server):
+    x = torch.arange(12, dtype=torch.int64).reshape(3, 4)
+    req = pb.Request(id=7, echo=pb.EchoRequest(payload=b"p"))
+    req.echo.batch.tensors["x"].CopyFrom(pb.Tensor(dtype="int64", shape=[3, 4], frame=2))
+    req.echo.batch.tensors["e"].CopyFrom(pb.Tensor(dtype="float32", shape=[0, 5], frame=1))
+    reply, frames = call_frames(server, req, (b"", x.numpy().tobytes()))
+    assert reply.id == 7 and reply.echo.payload == b"p"
+    t = reply.echo.batch.tensors
+    assert (t["x"].dtype, list(t["x"].shape)) == ("int64", [3, 4])
+    assert len(frames) == 2 and sorted(t[k].frame for k in t) == [1, 2]
+    assert frames[t["x"].frame - 1] == x.numpy().tobytes() and frames[t["e"].frame - 1] == b""
+
+
+@pytest.mark.parametrize("frame,extra,code,word", [
+    (2, (b"\x00" * 16,), pb.MALFORMED_REQUEST, "refers to frame 2"),
+    (0, (b"\x00" * 16,), pb.MALFORMED_REQUEST, "refers to frame 0"),
+    (1, (), pb.MALFORMED_REQUEST, "carries no tensor frames"),
+    (1, (b"\x00" * 15,), pb.INVALID_ARGUMENT, "16 bytes expected"),
+])
+def test_bad_frame_references_get_a_typed_error_and_the_worker_lives(server, frame, extra, code, word):
+    req = pb.Request(id=8, echo=pb.EchoRequest())
+    req.echo.batch.tensors["v"].CopyFrom(pb.Tensor(dtype="float32", shape=[4], frame=frame))
+    r = call(server, req, extra)
+    assert r.id == 8 and r.error.code == code and word in r.error.message
+    assert r.error.details["tensor"] == "v" and r.error.details["frame"] == str(frame)
+    assert call(server, pb.Request(id=9, ping=pb.PingRequest())).WhichOneof("result") == "ping"
 
 
 def test_request_without_method_lists_supported_ones(server):
@@ -128,7 +213,7 @@ def test_heartbeats_follow_the_handshake(server):
     deadline = time.monotonic() + 3
     while len(seen) < 2 and time.monotonic() < deadline:
         reply = pb.Reply()
-        reply.ParseFromString(server.recv())
+        reply.ParseFromString(server.recv_multipart()[0])
         if reply.WhichOneof("result") == "heartbeat":
             seen.append(reply.heartbeat.sequence)
     assert len(seen) == 2 and seen[1] > seen[0]
@@ -164,7 +249,8 @@ def test_worker_exits_when_its_parent_dies(tmp_path):
 def test_spliced_reply_equals_a_built_one():
     from dpalign_worker.server import encode_result
 
-    result = pb.EchoReply(payload=b"x" * 300, batch=batch_to_proto({"t": torch.arange(50.0)}))
+    result = pb.EchoReply(payload=b"x" * 300)
+    result.batch.tensors["t"].CopyFrom(pb.Tensor(dtype="float32", shape=[50], frame=1))
     spliced = pb.Reply()
     spliced.ParseFromString(encode_result(2**40, "echo", result))
     built = pb.Reply(id=2**40)

@@ -270,7 +270,7 @@ export class WorkerClient implements RpcCaller {
     const socket = this.socket;
     if (!socket) return Promise.reject(new WorkerClosedError());
     const id = this.nextId++;
-    let bytes: Uint8Array;
+    let bytes: Uint8Array[];
     try {
       bytes = encodeRequest(id, method, body);
     } catch (e) {
@@ -300,12 +300,11 @@ export class WorkerClient implements RpcCaller {
     try {
       for await (const frames of socket) {
         this.lastSeen = Date.now();
-        const payload = frames[frames.length - 1];
         let reply;
         try {
-          reply = decodeReply(payload);
+          reply = decodeReply(frames);
         } catch (e) {
-          this.opts.onStderr?.(`[client] dropped an undecodable reply (${payload.length} bytes): ${(e as Error).message}`);
+          this.opts.onStderr?.(`[client] dropped an undecodable reply (${frames.length} frame(s)): ${(e as Error).message}`);
           continue;
         }
         if (reply.kind === "heartbeat") continue;

@@ -95,8 +95,9 @@ export class Tensor {
     if (bytes.byteLength !== n * ITEM_SIZE[dtype]) {
       throw new RangeError(`${bytes.byteLength} bytes do not match dtype ${dtype} and shape [${shape.join(", ")}]`);
     }
-    // Typed arrays need an offset that is a multiple of the item size: a view when protobuf's
-    // slice happens to be aligned (no copy of a large tensor), else a copy into a fresh buffer.
+    // Typed arrays need an offset that is a multiple of the item size: a view when the received
+    // frame is aligned (zeromq.js gives large frames a buffer of their own at offset 0, so a large
+    // tensor is not copied), else one copy into a fresh buffer.
     let buf: ArrayBufferLike;
     let offset: number;
     if (bytes.byteOffset % ITEM_SIZE[dtype] === 0) {

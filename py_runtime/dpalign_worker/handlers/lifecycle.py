@@ -31,8 +31,8 @@ def echo(req: pb.EchoRequest, ctx: WorkerContext) -> pb.EchoReply:
         time.sleep(req.sleep_ms / 1000)
     if req.raise_error:
         raise WorkerError(pb.DEBUG_RAISED, req.raise_error)
-    # Decode and re-encode so the round trip exercises the tensor codec on both sides; fill the
-    # reply in place (a message passed to a constructor is copied, which matters at 64 MiB).
+    # Decode and re-encode so the round trip exercises the tensor codec on both sides: the decoded
+    # tensors are views of the request's frames, and go back out as the reply's frames (no copy).
     out = pb.EchoReply(payload=req.payload)
     for name, t in batch_from_proto(req.batch).items():
         fill_proto(out.batch.tensors[name], t)

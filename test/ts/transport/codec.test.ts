@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import protobuf from "protobufjs";
-import { decodeReply, encodeReplyForTest, encodeRequest, METHODS, PROTO_FILE, PROTOCOL_VERSION } from "../../../ts/transport/codec.js";
+import { decodeReply, decodeRequest, encodeErrorReply, encodeReply, encodeRequest, METHODS, PROTO_FILE, PROTOCOL_VERSION, TensorDecodeError } from "../../../ts/transport/codec.js";
 import { Tensor } from "../../../ts/transport/tensor.js";
 
 const root = protobuf.loadSync(PROTO_FILE);
@@ -42,21 +42,37 @@ describe("protocol codec", () => {
 
   for (const [method, body] of Object.entries(requests)) {
     it(`round-trips a ${method} request`, () => {
-      const bytes = encodeRequest(42, method, body);
-      const decoded = Request.toObject(Request.decode(bytes), { longs: Number, oneofs: true, defaults: false }) as Record<string, any>;
+      const [envelope] = encodeRequest(42, method, body);
+      const decoded = Request.toObject(Request.decode(envelope), { longs: Number, oneofs: true, defaults: false }) as Record<string, any>;
       expect(decoded.id).toBe(42);
       expect(decoded.method).toBe(method);
       expect(decoded[method]).toBeDefined();
     });
   }
 
-  it("keeps dtype, shape and bytes of tensors in a request", () => {
-    const bytes = encodeRequest(1, "echo", { batch: { t, ids } });
-    const msg = Request.toObject(Request.decode(bytes), { longs: Number }) as any;
-    expect(msg.echo.batch.tensors.t.dtype).toBe("float32");
-    expect(msg.echo.batch.tensors.t.shape).toEqual([2, 3]);
-    expect(new Float32Array(new Uint8Array(msg.echo.batch.tensors.t.data).buffer)).toEqual(t.data);
+  it("keeps dtype and shape in the envelope and each tensor's bytes in a frame of its own", () => {
+    const frames = encodeRequest(1, "echo", { batch: { t, ids } });
+    expect(frames).toHaveLength(3);
+    const msg = Request.toObject(Request.decode(frames[0]), { longs: Number }) as any;
+    const wt = msg.echo.batch.tensors.t;
+    expect(wt.dtype).toBe("float32");
+    expect(wt.shape).toEqual([2, 3]);
+    expect(wt.data).toBeUndefined();
+    expect(new Float32Array(frames[wt.frame].slice().buffer)).toEqual(t.data);
     expect(msg.echo.batch.tensors.ids.shape).toEqual([2, 3]);
+    expect(new Set([wt.frame, msg.echo.batch.tensors.ids.frame])).toEqual(new Set([1, 2]));
+  });
+
+  it("sends tensor bytes without copying them", () => {
+    const frames = encodeRequest(1, "echo", { batch: { t } });
+    expect(frames[1].buffer).toBe(t.data.buffer);
+    expect(frames[1].byteOffset).toBe(t.data.byteOffset);
+  });
+
+  it("decodes request frames as a fake worker needs them", () => {
+    const { id, method, body } = decodeRequest(encodeRequest(8, "echo", { batch: { t, ids }, sleepMs: 2 }));
+    expect([id, method, body.sleepMs]).toEqual([8, "echo", 2]);
+    expect((body.batch as Record<string, Tensor>).ids.rows()).toEqual(ids.rows());
   });
 
   const replies: Record<string, object> = {
@@ -72,7 +88,7 @@ describe("protocol codec", () => {
 
   for (const [method, body] of Object.entries(replies)) {
     it(`decodes a ${method} reply`, () => {
-      const decoded = decodeReply(encodeReplyForTest(5, method, body));
+      const decoded = decodeReply(encodeReply(5, method, body));
       expect(decoded.kind).toBe("result");
       if (decoded.kind !== "result") return;
       expect(decoded.id).toBe(5);
@@ -83,10 +99,35 @@ describe("protocol codec", () => {
 
   it("decodes typed errors and heartbeats", () => {
     const Reply = root.lookupType("dpalign.worker.v1.Reply");
-    const err = decodeReply(Reply.encode(Reply.fromObject({ id: 3, error: { code: "INVALID_ARGUMENT", message: "bad", details: { field: "lr" } } })).finish());
+    const err = decodeReply(encodeErrorReply(3, "INVALID_ARGUMENT", "bad", { field: "lr" }));
     expect(err).toEqual({ id: 3, kind: "error", error: { code: "INVALID_ARGUMENT", message: "bad", details: { field: "lr" } } });
     const hb = decodeReply(Reply.encode(Reply.fromObject({ id: 0, heartbeat: { sequence: 4, inFlight: 1, uptimeS: 2 } })).finish());
     expect(hb.kind).toBe("heartbeat");
+  });
+
+  it("makes received tensors views of their frames, copying only a misaligned frame", () => {
+    const frames = encodeReply(6, "echo", { batch: { t } });
+    const aligned = decodeReply(frames);
+    if (aligned.kind !== "result") throw new Error("expected a result");
+    const got = (aligned.result as { batch: Record<string, Tensor> }).batch.t;
+    expect(got.data.buffer).toBe(frames[1].buffer);
+    expect(got.toNumbers()).toEqual([1, 2, 3, 4, 5, 6]);
+    const odd = new Uint8Array(frames[1].byteLength + 1);
+    odd.set(frames[1], 1);
+    const misaligned = decodeReply([frames[0], odd.subarray(1)]);
+    if (misaligned.kind !== "result") throw new Error("expected a result");
+    const copied = (misaligned.result as { batch: Record<string, Tensor> }).batch.t;
+    expect(copied.data.buffer).not.toBe(odd.buffer);
+    expect(copied.toNumbers()).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it("refuses tensors that do not match their frames, naming the reply", () => {
+    const [envelope, bytes] = encodeReply(11, "echo", { batch: { t } });
+    const missing = (() => { try { decodeReply([envelope]); } catch (e) { return e; } })() as TensorDecodeError;
+    expect(missing).toBeInstanceOf(TensorDecodeError);
+    expect(missing.message).toMatch(/t: refers to frame 1, but the message has 0 tensor frame/);
+    expect(missing.replyId).toBe(11);
+    expect(() => decodeReply([envelope, bytes.subarray(4)])).toThrow(/t: frame 1: 20 bytes do not match dtype float32 and shape \[2, 3\]/);
   });
 
   it("rejects an unknown method and undecodable bytes", () => {
