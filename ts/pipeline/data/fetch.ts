@@ -95,14 +95,22 @@ export async function convertImdbArchive(archive: string, outDir: string, opts: 
   return counts;
 }
 
-/** Downloads `url` to `dest` (skipped when `dest` exists), reporting progress in bytes. */
-export async function download(url: string, dest: string, onProgress?: (got: number, total: number) => void): Promise<void> {
+/**
+ * Downloads `url` to `dest` (skipped when `dest` exists), reporting progress in bytes. `byHand`
+ * ends the message of a failed connection (what to do instead; default: for the IMDb archive).
+ */
+export async function download(
+  url: string,
+  dest: string,
+  onProgress?: (got: number, total: number) => void,
+  byHand = "fetch it by hand and pass --archive",
+): Promise<void> {
   if (existsSync(dest)) return;
   let res: Response;
   try {
     res = await fetch(url);
   } catch (e) {
-    throw new DataError(`cannot download ${url} (${(e as Error).message}); check the network or fetch it by hand and pass --archive`);
+    throw new DataError(`cannot download ${url} (${(e as Error).message}); check the network or ${byHand}`);
   }
   if (!res.ok || !res.body) throw new DataError(`cannot download ${url}: HTTP ${res.status}`);
   const total = Number(res.headers.get("content-length") ?? 0);
