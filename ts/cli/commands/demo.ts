@@ -10,10 +10,24 @@ export function register(cli: Argv): Argv {
   return cli.command(
     "demo",
     "The whole pipeline at epsilon = 4 on IMDb, about 5 minutes on 2 CPU cores (first-time pre-training included): configs/demo.yaml",
-    (y) => y.options(commonOptions).options(runControlOptions).option("run-dir", { type: "string", describe: "run directory (default runs/demo-eps4-seed0)" }),
+    (y) =>
+      y
+        .options(commonOptions)
+        .options(runControlOptions)
+        .option("scenario", {
+          choices: ["classifier", "rlhf"] as const, default: "classifier" as const,
+          describe: "classifier: PPO against the public sentiment classifier (configs/demo.yaml); rlhf: a DP reward model from gold-labelled pairs, then PPO against it (configs/rlhf-demo.yaml)",
+        })
+        .option("run-dir", { type: "string", describe: "run directory (default runs/<demo name>-eps4-seed0)" }),
     async (args) => {
-      const cfg = loadWithOverrides(join(CONFIG_DIR, "demo.yaml"), args.set as string[]);
-      process.stderr.write("dpalign demo: IMDb positive continuations, DP-SFT + DP-PPO at epsilon 4 (configs/demo.yaml)\n");
+      const rlhf = args.scenario === "rlhf";
+      const file = rlhf ? "rlhf-demo.yaml" : "demo.yaml";
+      const cfg = loadWithOverrides(join(CONFIG_DIR, file), args.set as string[]);
+      process.stderr.write(
+        rlhf
+          ? `dpalign demo: RLHF on IMDb, DP-SFT + DP reward model + DP-PPO at epsilon 4 (configs/${file})\n`
+          : `dpalign demo: IMDb positive continuations, DP-SFT + DP-PPO at epsilon 4 (configs/${file})\n`,
+      );
       const s = await withStopSignals((stop) => runPipeline({
         cfg, runDir: (args.runDir as string | undefined) ?? defaultRunDir(cfg), dataDir: args.dataDir as string | undefined,
         cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
