@@ -18,7 +18,8 @@ export interface ImdbRecord {
 }
 
 /** Checks one parsed line; returns a problem description or the record. */
-export type RecordValidator<T> = (value: unknown) => T | string;
+/** Checks one parsed record; `line` is its 1-based line in the file. Returns the record or a problem. */
+export type RecordValidator<T> = (value: unknown, line: number) => T | string;
 
 export function imdbValidator(labeled: boolean): RecordValidator<ImdbRecord> {
   return (v) => {
@@ -97,7 +98,7 @@ export async function readJsonl<T>(file: string, validate: RecordValidator<T>, l
         if (problems.length >= 5) break;
         continue;
       }
-      const r = validate(parsed);
+      const r = validate(parsed, lineNo);
       if (typeof r === "string") {
         problems.push(`${file}:${lineNo}: ${r}`);
         if (problems.length >= 5) break;

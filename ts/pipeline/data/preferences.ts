@@ -119,21 +119,10 @@ export function splitHhTranscripts(chosen: string, rejected: string): { prompt: 
 
 type Item = { pair: PreferencePair } | { skip: SkippedRecord };
 
-/**
- * A record validator that also knows the line. readJsonl calls validators with the parsed value
- * only; until it passes the line number too, lines are counted here, which is exact unless the
- * file has blank lines before the record (readJsonl skips them without calling the validator).
- */
-type LineValidator<T> = (value: unknown, line: number) => T | string;
 
-function withLines<T>(v: LineValidator<T>): RecordValidator<T> {
-  let n = 0;
-  return (value: unknown, line?: unknown) => v(value, typeof line === "number" ? line : ++n);
-}
-
-async function load(file: string, opts: PreferenceLoadOptions, check: (file: string) => LineValidator<PreferencePair | Omit<SkippedRecord, "file" | "line">>): Promise<PreferenceLoad> {
+async function load(file: string, opts: PreferenceLoadOptions, check: (file: string) => RecordValidator<PreferencePair | Omit<SkippedRecord, "file" | "line">>): Promise<PreferenceLoad> {
   const inner = check(file);
-  const validator = withLines<Item>((value, line) => {
+  const validator: RecordValidator<Item> = ((value, line) => {
     const r = inner(value, line);
     if (typeof r === "string") return r;
     if ("source" in r) return { pair: r };
