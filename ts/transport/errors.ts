@@ -49,3 +49,15 @@ export class WorkerClosedError extends DpalignError {
     super("WORKER_CLOSED", "the worker client is closed");
   }
 }
+
+/**
+ * A reply that does not decode: its tensors do not match its frames, or its envelope names no
+ * result. A bug or a version skew between dpalign and dpalign_worker, not the caller's doing.
+ */
+export class WorkerProtocolError extends DpalignError {
+  readonly method: string;
+  constructor(method: string, message: string) {
+    super("WORKER_PROTOCOL_ERROR", `worker ${method}: the reply does not decode (${message}); check that dpalign and dpalign_worker come from the same version`);
+    this.method = method;
+  }
+}

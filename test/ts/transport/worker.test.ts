@@ -4,10 +4,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import * as zmq from "zeromq";
 import { WorkerClient } from "../../../ts/transport/client.js";
 import { encodeRequest, decodeReply, PROTOCOL_VERSION } from "../../../ts/transport/codec.js";
-import { ProtocolMismatchError, RequestTimeoutError, WorkerCrashedError, WorkerRequestError, WorkerStartError } from "../../../ts/transport/errors.js";
+import { ipcPath } from "../../../ts/transport/endpoint.js";
+import { ProtocolMismatchError, RequestTimeoutError, WorkerClosedError, WorkerCrashedError, WorkerRequestError, WorkerStartError } from "../../../ts/transport/errors.js";
 import { Tensor } from "../../../ts/transport/tensor.js";
 import { WorkerApi } from "../../../ts/worker/api.js";
 
@@ -58,6 +60,15 @@ for (const [name, endpoint] of Object.entries(transports)) {
       expect(r.batch.bf16.toNumbers()).toEqual([1, 3]);
       expect((r.batch.i64.data as BigInt64Array)[0]).toBe(2n ** 60n);
       expect(Array.from(r.payload)).toEqual([1, 2, 3]);
+    });
+
+    it("echoes a large tensor intact (its bytes travel as frames, not in the envelope)", async () => {
+      const n = 2 * 1024 * 1024; // 8 MiB of float32
+      const big = new Tensor("float32", [n / 1024, 1024], new Float32Array(n).map((_, i) => i % 9973));
+      const r = await api.echo({ batch: { big, small: Tensor.int64([1, 2, 3]) } });
+      expect(r.batch.big.shape).toEqual([n / 1024, 1024]);
+      expect(Buffer.compare(Buffer.from(r.batch.big.bytes()), Buffer.from(big.bytes()))).toBe(0);
+      expect(r.batch.small.toNumbers()).toEqual([1, 2, 3]);
     });
 
     it("turns an exception in the worker into a typed error", async () => {
@@ -119,10 +130,17 @@ describe("worker lifecycle", () => {
     }
     expect(client.state).toBe("crashed");
     await expect(api.ping()).rejects.toBeInstanceOf(WorkerCrashedError);
+    const firstSocket = ipcPath(client.endpoint)!;
     await client.restart();
     expect(client.state).toBe("ready");
+    expect(existsSync(firstSocket)).toBe(false); // the dead worker's socket file is gone
     await expect(api.ping()).resolves.toBeDefined();
+    const socket = ipcPath(client.endpoint)!;
+    expect(existsSync(socket)).toBe(true);
     await client.close();
+    expect(client.state).toBe("closed");
+    expect(existsSync(socket)).toBe(false);
+    await expect(api.ping()).rejects.toBeInstanceOf(WorkerClosedError);
   });
 
   it("notices a hung worker by its missing heartbeats", async () => {
