@@ -16,6 +16,8 @@ export interface DataFingerprint {
   train: string;
   test: string;
   unsup: string;
+  /** The preference file of scenario reward-model. */
+  preferences?: string;
 }
 
 export function fingerprintImdb(dataDir: string): DataFingerprint {
@@ -39,6 +41,9 @@ export function bindRun(run: RunDir, data: DataFingerprint, rolesDigest: string)
     if (prev.data?.[k] !== data[k]) {
       throw new ResumeMismatchError(`${run.dir} was started on another imdb/${k}.jsonl.gz (its SHA-256 differs): resume with the same --data-dir, or start a new --run-dir`);
     }
+  }
+  if (prev.data?.preferences !== data.preferences) {
+    throw new ResumeMismatchError(`${run.dir} was started on another preference file (data.preferences.file; its SHA-256 differs): resume with the same data, or start a new --run-dir`);
   }
   if (prev.roles !== rolesDigest) {
     throw new ResumeMismatchError(`${run.dir}: the private stage split differs from the one the run started with (different data or key); resume with the same data, or start a new --run-dir`);

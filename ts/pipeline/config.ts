@@ -41,6 +41,13 @@ export const DataSchema = z.object({
   rmFraction: z.number().gt(0).lt(1).default(0.3),
   /** scenario rlhf: public held-out prefixes (from test) whose gold-labelled pairs measure the reward model's accuracy. */
   rmHeldOut: posInt.default(300),
+  /** scenario reward-model: the preference pairs (a path under the data directory, or absolute). */
+  preferences: z.object({
+    format: z.enum(["hh-rlhf", "openai-sff", "jsonl"]).default("hh-rlhf"),
+    file: z.string().default("hh-rlhf/harmless-base-test.jsonl.gz"),
+    /** Pairs set aside (by data.publicSeed) as the public held-out set that measures the reward model; the rest is private. */
+    heldOut: posInt.default(300),
+  }).strict().default({}),
   /** Seed of the public roles (pre-training corpus, classifier sets, evaluation prompts), shared by every
    * run seed so that a sweep's seeds share one pretrained model, one reward and one evaluation set. */
   publicSeed: nonNegInt.default(0),
@@ -240,6 +247,8 @@ export const RmSchema = z.object({
   promptTokens: TokenRange.default([2, 8]),
   /** Length of each sampled completion, in tokens. */
   responseTokens: posInt.default(16),
+  /** scenario reward-model: tokens kept of each prompt + response (its end, where the response is). */
+  maxTokens: posInt.default(64),
   temperature: z.number().min(0).default(1),
 }).strict();
 
@@ -261,9 +270,11 @@ export const ConfigSchema = z.object({
   /**
    * classifier: PPO against the public sentiment classifier (the paper's scenario 1). rlhf: a DP
    * reward model is learned on D2 from gold-labelled preference pairs, and PPO optimises it
-   * (scenario 2's method, on IMDb); D1, D2 and D3 are disjoint per record.
+   * (scenario 2's method, on IMDb); D1, D2 and D3 are disjoint per record. reward-model: only a
+   * DP reward model, trained on human preference pairs from a file (`data.preferences`, e.g.
+   * HH-RLHF) and measured on a public held-out slice of it.
    */
-  scenario: z.enum(["classifier", "rlhf"]).default("classifier"),
+  scenario: z.enum(["classifier", "rlhf", "reward-model"]).default("classifier"),
   /** Data directory holding imdb/; else --data-dir, DPALIGN_DATA_DIR or the defaults. */
   dataDir: z.string().optional(),
   /** Sampled batches between checkpoints (and ledger entries) inside a training stage. */

@@ -63,10 +63,12 @@ export interface RunPlan {
   /** How the stages compose: disjoint D1 / D3 (parallel) or one user in both (sequential). */
   composition: "parallel" | "sequential";
   sizes: { privateD: number; d1: number; d2: number; d3: number; publicCorpus: number; classifierTrain: number; classifierHeldOut: number; evalPrompts: number; rmHeldOut: number };
-  sft: StagePlan;
-  /** The DP reward model on D2 (scenario rlhf). */
+  /** SFT on D1 (absent in scenario reward-model). */
+  sft?: StagePlan;
+  /** The DP reward model on D2 (scenarios rlhf and reward-model). */
   rm?: StagePlan;
-  ppo: StagePlan & { rolloutBatch: number; miniBatchesPerRollout: number };
+  /** PPO on D3 (absent in scenario reward-model). */
+  ppo?: StagePlan & { rolloutBatch: number; miniBatchesPerRollout: number };
   /** Parallel: the max over stages (disjoint D1 / D3); sequential: their numerical composition. */
   composed: { epsilon: number; delta: number; rule: string };
   notes: string[];
@@ -76,6 +78,8 @@ export interface DataSizes {
   train: number;
   test: number;
   unsup: number;
+  /** Preference pairs in data.preferences.file (scenario reward-model). */
+  pairs?: number;
 }
 
 /** D1 and D3 are disjoint slices of D only in DP runs with parallel composition. */
@@ -85,7 +89,7 @@ export function disjointStages(cfg: Config): boolean {
 
 /** The stages a run trains, in order. */
 export function stagesOf(p: Pick<RunPlan, "sft" | "rm" | "ppo">): StagePlan[] {
-  return p.rm ? [p.sft, p.rm, p.ppo] : [p.sft, p.ppo];
+  return [p.sft, p.rm, p.ppo].filter((x): x is StagePlan => x !== undefined);
 }
 
 function resolveSizes(cfg: Config, disjoint: boolean, avail: DataSizes): RunPlan["sizes"] {
@@ -134,8 +138,40 @@ function dpStage(
   };
 }
 
+/** The plan of scenario reward-model: one DP stage on the private preference pairs. */
+function planRewardModel(cfg: Config, cal: Calibrator, avail: DataSizes): RunPlan {
+  const eps = cfg.privacy.epsilon;
+  const dp = Number.isFinite(eps);
+  const pool = avail.pairs ?? 0;
+  const held = cfg.data.preferences.heldOut;
+  if (held >= pool) throw new ConfigError(`data.preferences.heldOut: ${held} leaves no private pairs of the ${pool} in ${cfg.data.preferences.file}`);
+  const privateD = cfg.data.privateSize === "all" ? pool - held : cfg.data.privateSize;
+  if (privateD > pool - held) throw new ConfigError(`data.privateSize: ${privateD} exceeds the ${pool - held} pairs left after data.preferences.heldOut`);
+  const { delta, deltaRule } = resolveDelta(cfg.privacy.delta, privateD);
+  const { rm } = effectiveStages(cfg);
+  const accountant = cfg.privacy.accountant;
+  const sizes = { privateD, d1: 0, d2: privateD, d3: 0, publicCorpus: cfg.data.pretrainDocs === "all" ? avail.unsup : cfg.data.pretrainDocs, classifierTrain: 0, classifierHeldOut: 0, evalPrompts: 0, rmHeldOut: held };
+  const notes: string[] = [];
+  if (deltaRule === "1/n") notes.push(`delta = 1/|D| = ${delta.toExponential(3)} as in the paper; the default min(1/|D|^1.1, 1e-6) is safer`);
+  if (cfg.privacy.reproducible && dp) notes.push("privacy.reproducible: sampling and noise follow the public seed; this run is NOT differentially private (epsilon inf)");
+  let rmPlan: StagePlan;
+  if (dp) {
+    rmPlan = dpStage("rm", privateD, rm.batchSize, rm.epochs, 1, rm.maxGradNorm, eps, delta, accountant, cal, "rm.batchSize");
+  } else {
+    if (rm.batchSize > privateD) throw new ConfigError(`rm.batchSize: ${rm.batchSize} exceeds |D2| = ${privateD}`);
+    const batches = Math.ceil((rm.epochs * privateD) / rm.batchSize);
+    rmPlan = { stage: "rm", dp: false, datasetSize: privateD, batchSize: rm.batchSize, q: rm.batchSize / privateD, sampledBatches: batches, reuse: 1, optimizerSteps: batches, sigma: 0, sigmaEffective: 0, maxGradNorm: rm.maxGradNorm, epsilonTarget: Infinity, epsilonPlanned: Infinity, delta };
+  }
+  return {
+    dp, epsilon: eps, delta, deltaRule, reproducible: cfg.privacy.reproducible, accountant, composition: "parallel", sizes, rm: rmPlan,
+    composed: { epsilon: rmPlan.epsilonPlanned, delta, rule: dp ? "one DP stage (the reward model on the private pairs)" : "non-private" },
+    notes,
+  };
+}
+
 /** Resolves the plan of a run. Pure: the calibrator is injected. */
 export function planRun(cfg: Config, cal: Calibrator, avail: DataSizes = IMDB_SIZES): RunPlan {
+  if (cfg.scenario === "reward-model") return planRewardModel(cfg, cal, avail);
   const eps = cfg.privacy.epsilon;
   const dp = Number.isFinite(eps);
   const composition = cfg.privacy.composition;
@@ -239,7 +275,11 @@ export function formatPlan(p: RunPlan): string {
   lines.push(`privacy: epsilon ${fmt(p.epsilon)}, delta ${p.delta.toExponential(3)}${deltaNote}, accountant ${p.accountant}`);
   const s = p.sizes;
   // Planned sizes come from the config; the realised sizes of D1 / D3 are private (per-record assignment).
-  lines.push(`data (planned): |D| ${s.privateD}, |D1| ${s.d1} (SFT), ${p.rm ? `|D2| ${s.d2} (reward-model pairs), ` : ""}|D3| ${s.d3} (PPO prompts), public corpus ${s.publicCorpus}, classifier ${s.classifierTrain} train / ${s.classifierHeldOut} held-out, eval prompts ${s.evalPrompts}${p.rm ? `, reward-model held-out ${s.rmHeldOut}` : ""}`);
+  lines.push(
+    !p.sft
+      ? `data (planned): |D| ${s.privateD} private preference pairs, ${s.rmHeldOut} public held-out pairs, public corpus ${s.publicCorpus}`
+      : `data (planned): |D| ${s.privateD}, |D1| ${s.d1} (SFT), ${p.rm ? `|D2| ${s.d2} (reward-model pairs), ` : ""}|D3| ${s.d3} (PPO prompts), public corpus ${s.publicCorpus}, classifier ${s.classifierTrain} train / ${s.classifierHeldOut} held-out, eval prompts ${s.evalPrompts}${p.rm ? `, reward-model held-out ${s.rmHeldOut}` : ""}`,
+  );
   for (const st of stagesOf(p)) {
     const head = `${st.stage.toUpperCase()}: N ${st.datasetSize}, ${st.dp ? "expected batch" : "batch"} ${st.batchSize}, q ${fmt(st.q)}, batches ${st.sampledBatches}, T_reuse ${st.reuse}, optimizer steps ${st.optimizerSteps}`;
     lines.push(st.dp ? `${head}, sigma ${fmt(st.sigma)} (accounted ${fmt(st.sigmaEffective)}), C ${st.maxGradNorm}, planned eps ${fmt(st.epsilonPlanned)}` : `${head}, non-private`);

@@ -13,14 +13,22 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   if (s.privacy.notPrivateReason && s.plan.dp) L.push(`**NOT DIFFERENTIALLY PRIVATE (epsilon = inf):** ${s.privacy.notPrivateReason}.`, "");
   L.push(`# dpalign run: ${cfg.name} (epsilon ${f(s.privacy.composed.epsilon, 2)}, seed ${cfg.seed})`, "");
   L.push(
-    cfg.scenario === "rlhf"
-      ? "RLHF (PAPER.md scenario 2's method on IMDb): a DP reward model learned on D2 from pairs labelled by a gold labeller (the public sentiment classifier), then DP-PPO against it; evaluation by the gold labeller."
-      : "Scenario 1 (PAPER.md): IMDb positive continuations with a public sentiment-classifier reward.",
+    {
+      rlhf: "RLHF (PAPER.md scenario 2's method on IMDb): a DP reward model learned on D2 from pairs labelled by a gold labeller (the public sentiment classifier), then DP-PPO against it; evaluation by the gold labeller.",
+      classifier: "Scenario 1 (PAPER.md): IMDb positive continuations with a public sentiment-classifier reward.",
+      "reward-model": `A DP reward model (PAPER.md Eq. 1) trained on private human preference pairs (${cfg.data.preferences.format}: ${cfg.data.preferences.file}) and measured on a public held-out slice of them.`,
+    }[cfg.scenario],
     "",
   );
-  L.push("## Evaluation (mean reward of completions of held-out prompts, 95% CI over prompts)", "");
-  L.push("| model | mean reward | 95% CI | prompts |", "|---|---|---|---|");
-  for (const e of s.evals) L.push(`| ${e.model === "pretrained" ? "pretrained (eps = 0)" : e.model} | ${f(e.meanReward)} | +- ${f(e.ci95)} | ${e.n} |`);
+  if (s.rm) {
+    L.push("## Reward model (public held-out pairs)", "");
+    L.push(`Accuracy ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% and mean Eq. 1 loss ${f(s.rm.heldOutLoss)} on ${s.rm.heldOutPairs} pairs${s.reward ? " labelled by the gold labeller" : ""}.`, "");
+  }
+  if (s.evals.length) {
+    L.push("## Evaluation (mean reward of completions of held-out prompts, 95% CI over prompts)", "");
+    L.push("| model | mean reward | 95% CI | prompts |", "|---|---|---|---|");
+    for (const e of s.evals) L.push(`| ${e.model === "pretrained" ? "pretrained (eps = 0)" : e.model} | ${f(e.meanReward)} | +- ${f(e.ci95)} | ${e.n} |`);
+  }
   L.push("", "## Privacy", "");
   L.push(`Target (epsilon, delta) = (${f(s.privacy.target.epsilon, 2)}, ${s.privacy.target.delta.toExponential(3)}), accountant ${s.privacy.accountant}.`, "");
   L.push("| stage | q | sigma (per step) | sigma accounted | C | T_reuse | batches run / planned | epsilon | noise |", "|---|---|---|---|---|---|---|---|---|");
@@ -34,10 +42,10 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   L.push("", "## Plan", "", "```", formatPlan(s.plan), "```", "");
   L.push("## Public models", "");
   L.push(`- Pretrained tiny model: ${cfg.model.tiny.nLayer} layers, n_embd ${cfg.model.tiny.nEmbd}, vocab ${cfg.model.tiny.vocabSize}; ${cfg.pretrain.steps} steps on ${s.plan.sizes.publicCorpus} public unsup reviews; final loss ${f(s.pretrain.finalLoss)}${s.pretrain.reused ? " (cached)" : ""}.`);
-  if (s.rm) L.push(`- DP reward model (D2): accuracy ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% and Eq. 1 loss ${f(s.rm.heldOutLoss)} on ${s.rm.heldOutPairs} public held-out pairs labelled by the gold labeller.`);
-  L.push(`- Reward classifier${cfg.scenario === "rlhf" ? " (gold labeller)" : ""}: accuracy ${(100 * s.reward.heldOutAccuracy).toFixed(1)}% on ${s.reward.heldOutSize} held-out public reviews (trained on ${s.reward.trainSize})${s.reward.reused ? " (cached)" : ""}.`);
+  if (s.rm && s.reward) L.push(`- DP reward model (D2): accuracy ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% and Eq. 1 loss ${f(s.rm.heldOutLoss)} on ${s.rm.heldOutPairs} public held-out pairs labelled by the gold labeller.`);
+  if (s.reward) L.push(`- Reward classifier${cfg.scenario === "rlhf" ? " (gold labeller)" : ""}: accuracy ${(100 * s.reward.heldOutAccuracy).toFixed(1)}% on ${s.reward.heldOutSize} held-out public reviews (trained on ${s.reward.trainSize})${s.reward.reused ? " (cached)" : ""}.`);
   L.push("", "## Wall time", "", `Total ${f(s.wallS, 0)} s; by stage (this invocation): ${Object.entries(s.stageWallS).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(", ")}.`);
-  L.push("", "## Samples (prefix -> completion, reward)", "");
+  if (s.evals.length) L.push("", "## Samples (prefix -> completion, reward)", "");
   for (const e of s.evals) {
     L.push(`### ${e.model}`, "");
     for (const sm of e.samples.slice(0, 5)) L.push(`- ${JSON.stringify(sm.prefix)} -> ${JSON.stringify(sm.completion)} (${f(sm.reward, 2)})`);

@@ -4,17 +4,21 @@
  * report.md. Every stage writes a completion marker; a re-run of the same run directory skips
  * completed stages and resumes an interrupted one from its last checkpoint.
  */
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import { DataError } from "../util/errors.js";
+import { RewardModel } from "../worker/roles.js";
+import { describeSkips, loadPreferences } from "./data/preferences.js";
 import { WorkerClient } from "../transport/client.js";
 import { WorkerApi } from "../worker/api.js";
 import { SeededRng } from "../util/rng.js";
 import { projectRoot } from "../util/python.js";
 import type { Config } from "./config.js";
 import { resolveDataDir } from "./data/dir.js";
-import { assignRoles, describePrivateRoles, describePublicRoles, loadImdb, privateRolesDigest, type ImdbSources, type RoleSizes } from "./data/roles.js";
+import { assignPreferenceRoles, preferenceRolesDigest, assignRoles, describePrivateRoles, describePublicRoles, loadImdb, privateRolesDigest, type ImdbSources, type RoleSizes } from "./data/roles.js";
 import { cleanReview } from "./data/jsonl.js";
-import { disjointStages, planRun, formatPlan, stagesOf, type RunPlan } from "./plan.js";
+import { disjointStages, planRun, formatPlan, stagesOf, IMDB_SIZES, type DataSizes, type RunPlan } from "./plan.js";
 import { accountantCalibrator } from "./privacy.js";
 import { RunDir } from "./run-dir.js";
 import { InterruptedError, RunIntegrityError, ResumeMismatchError } from "./run-errors.js";
@@ -27,7 +31,7 @@ import { pretrain, type PretrainResult } from "./stages/pretrain.js";
 import { trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResult } from "./stages/reward.js";
 import { runSft, type SftResult } from "./stages/sft.js";
 import { runPpo, type PpoResult } from "./stages/ppo.js";
-import { loadDpRewardModel, runRm, type RmResult } from "./stages/rm.js";
+import { loadDpRewardModel, runRm, runRmOnPreferences, type RmResult } from "./stages/rm.js";
 import { evaluateModel, type ModelEval } from "./stages/evaluate.js";
 import type { StageHooks } from "./stages/common.js";
 import { cutPrompts, tokenizeRows } from "./tokens.js";
@@ -60,11 +64,12 @@ export interface RunSummary {
   runDir: string;
   plan: RunPlan;
   pretrain: PretrainResult;
-  reward: RewardResult;
-  sft: SftResult;
-  /** The DP reward model (scenario rlhf). */
+  /** The public sentiment classifier (absent in scenario reward-model). */
+  reward?: RewardResult;
+  sft?: SftResult;
+  /** The DP reward model (scenarios rlhf and reward-model). */
   rm?: RmResult;
-  ppo: PpoResult;
+  ppo?: PpoResult;
   evals: ModelEval[];
   privacy: PrivacyReport;
   wallS: number;
@@ -93,6 +98,26 @@ function differingFields(a: unknown, b: unknown, path = ""): string[] {
   }
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
   return [...keys].flatMap((k) => differingFields((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k));
+}
+
+/**
+ * The data sizes a plan needs before anything runs: IMDb's published split sizes, and in scenario
+ * reward-model the number of usable pairs in the preference file (read, since it varies by file).
+ */
+export async function dataSizesForPlan(cfg: Config, dataDir?: string): Promise<DataSizes> {
+  if (cfg.scenario !== "reward-model") return IMDB_SIZES;
+  const { dir } = resolveDataDir({ flag: dataDir ?? cfg.dataDir });
+  const prefs = await loadPreferenceFile(cfg, dir, silentProgress);
+  return { ...IMDB_SIZES, pairs: prefs.load.pairs.length };
+}
+
+/** The preference pairs of scenario reward-model (data.preferences.file, under the data directory unless absolute). */
+async function loadPreferenceFile(cfg: Config, dataDir: string, progress: Progress) {
+  const file = isAbsolute(cfg.data.preferences.file) ? cfg.data.preferences.file : join(dataDir, cfg.data.preferences.file);
+  if (!existsSync(file)) throw new DataError(`data.preferences.file: ${file} does not exist`);
+  const load = await loadPreferences(cfg.data.preferences.format, file);
+  progress.log(describeSkips(load));
+  return { load, sha256: createHash("sha256").update(readFileSync(file)).digest("hex") };
 }
 
 /** The role sizes of a config: D2 and the reward model's held-out prefixes exist only in scenario rlhf. */
@@ -131,14 +156,22 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
   const secret = openRunSecret(run, cfg.privacy.reproducible, cfg.seed, progressBefore);
   const { data, dir: dataDir } = o.data ?? (await loadData(cfg, o.dataDir));
   const roles = assignRoles(data, roleSizes(cfg), secret.rng.fork("roles"), disjointStages(cfg));
-  const fingerprint = fingerprintImdb(dataDir);
-  bindRun(run, fingerprint, privateRolesDigest(roles));
-  const plan = planRun(cfg, accountantCalibrator, { train: data.train.length, test: data.test.length, unsup: data.unsup.length });
+  const prefs = cfg.scenario === "reward-model" ? await loadPreferenceFile(cfg, dataDir, progress) : undefined;
+  const prefRoles = prefs
+    ? assignPreferenceRoles(prefs.load.pairs, { heldOut: cfg.data.preferences.heldOut, privateSize: cfg.data.privateSize, publicSeed: cfg.data.publicSeed }, secret.rng.fork("preference-roles"))
+    : undefined;
+  const fingerprint = { ...fingerprintImdb(dataDir), ...(prefs ? { preferences: prefs.sha256 } : {}) };
+  bindRun(run, fingerprint, privateRolesDigest(roles) + (prefRoles ? `/${preferenceRolesDigest(prefRoles)}` : ""));
+  const plan = planRun(cfg, accountantCalibrator, { train: data.train.length, test: data.test.length, unsup: data.unsup.length, pairs: prefs?.load.pairs.length });
   run.writeJson("plan.json", plan);
   verifyLedger(run, plan, false);
   // Released: the public roles and the public data files' hashes. Private: the split and its sizes.
   run.writeJson("roles.json", { ...describePublicRoles(roles), data: { test: fingerprint.test, unsup: fingerprint.unsup } });
-  run.writePrivateJson("roles.json", describePrivateRoles(roles));
+  run.writePrivateJson("roles.json", {
+    ...describePrivateRoles(roles),
+    ...(prefRoles ? { preferences: { private: prefRoles.private.map((x) => x.id), removedAsPublic: prefRoles.removedAsPublic } } : {}),
+  });
+  if (prefRoles) run.writeJson("preferences.json", { file: prefs!.load.file, publicHeldOut: prefRoles.heldOut.map((x) => x.id), skipped: prefs!.load.skipped.length });
   progress.log(formatPlan(plan));
   if (o.showPrivate) progress.log("WARNING: --verbose-private prints statistics of private batches; do not publish this output");
 
@@ -155,6 +188,34 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     run.writeJson("stages/pretrain.json", pre);
     progress.log(`pretrain: ${pre.reused ? "reused cached model" : `trained in ${pre.wallS.toFixed(0)} s`} (${pre.key}, loss ${pre.finalLoss.toFixed(3)})`);
     const base: BaseModel = { tokenizerDir: pre.tokenizerDir, checkpoint: pre.checkpoint, padId: pre.padId, eosId: pre.eosId };
+
+    const finish = (parts: Pick<RunSummary, "reward" | "sft" | "rm" | "ppo"> & { evals: ModelEval[] }): RunSummary => {
+      const records = verifyLedger(run, plan, true);
+      const privacy = privacyReport(plan, records, accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
+      run.writeJson("privacy.json", privacy);
+      const summary: RunSummary = { runDir: run.dir, plan, pretrain: pre, ...parts, privacy, wallS: (Date.now() - t0) / 1000, stageWallS };
+      run.writeJson("summary.json", { ...summary, runDir: undefined, plan: undefined });
+      writeReport(run, cfg, summary);
+      return summary;
+    };
+
+    if (prefRoles) {
+      // Scenario reward-model: the DP reward model on private human preference pairs, and nothing else.
+      const ctx: PipelineContext = {
+        api, cfg, plan, run, progress, rng: secret.rng.fork("stages"), secretMode: secret.mode, showPrivate: o.showPrivate ?? false,
+        stop, roles, cacheDir, base, reward: new RewardModel(api, REWARD_HANDLE), // never loaded: no gold labeller in this scenario
+      };
+      stopBetweenStages(stop, "the DP reward model");
+      let rmRes = run.stageResult<RmResult>("rm");
+      if (!rmRes) {
+        s = Date.now();
+        rmRes = await runRmOnPreferences(ctx, prefRoles.private, prefRoles.heldOut, o.hooks);
+        stageWallS.rm = (Date.now() - s) / 1000;
+        run.markDone("rm", rmRes);
+      }
+      progress.log(`DP reward model: accuracy ${(100 * rmRes.heldOutAccuracy).toFixed(1)}% on ${rmRes.heldOutPairs} public held-out pairs`);
+      return finish({ rm: rmRes, evals: [] });
+    }
 
     s = Date.now();
     const rm = await trainRewardClassifier(api, cfg, base, roles.classifierTrain, roles.classifierHeldOut, cacheDir, publicProgress);
@@ -223,13 +284,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       stageWallS.evaluate = (Date.now() - s) / 1000;
       run.markDone("evaluate", { evals });
     }
-    const records = verifyLedger(run, plan, true);
-    const privacy = privacyReport(plan, records, accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
-    run.writeJson("privacy.json", privacy);
-    const summary: RunSummary = { runDir: run.dir, plan, pretrain: pre, reward: rm, sft, ...(rmRes ? { rm: rmRes } : {}), ppo, evals, privacy, wallS: (Date.now() - t0) / 1000, stageWallS };
-    run.writeJson("summary.json", { ...summary, runDir: undefined, plan: undefined });
-    writeReport(run, cfg, summary);
-    return summary;
+    return finish({ reward: rm, sft, ...(rmRes ? { rm: rmRes } : {}), ppo, evals });
   } finally {
     if (client) await client.close();
     else await api.unloadModel(REWARD_HANDLE).catch(() => undefined); // a shared worker (sweeps, tests) keeps running

@@ -64,9 +64,9 @@ async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: Swee
             showPrivate: o.showPrivate, stop: o.stop, forceUnlock: o.forceUnlock,
           });
         }
-        const s = new RunDir(dir).readJson<{ evals: { model: string; meanReward: number }[]; wallS: number }>("summary.json")!;
+        const s = new RunDir(dir).readJson<{ evals: { model: string; meanReward: number }[]; rm?: { heldOutAccuracy: number }; wallS: number }>("summary.json")!;
         const get = (m: string) => s.evals.find((e) => e.model === m)?.meanReward ?? NaN;
-        cells.push({ epsilon: eps, seed, pretrained: get("pretrained"), sft: get("sft"), aligned: get("aligned"), wallS: s.wallS });
+        cells.push({ epsilon: eps, seed, pretrained: get("pretrained"), sft: get("sft"), aligned: get("aligned"), ...(s.rm ? { rmAccuracy: s.rm.heldOutAccuracy } : {}), wallS: s.wallS });
         const table = buildTable(cells);
         root.writeJson("table.json", table);
         root.appendJsonl("cells.jsonl", cells.at(-1));

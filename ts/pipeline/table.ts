@@ -1,4 +1,8 @@
-/** Table 1 layout: mean reward and 95% CI over seeds per epsilon; eps = 0 is the pretrained model. */
+/**
+ * Table 1 / Table 3 layout: per epsilon, the mean over seeds with its 95% CI of the aligned and SFT
+ * models' evaluation reward (eps = 0 is the pretrained model), and of the reward model's held-out
+ * accuracy where the scenario trains one. Rows that a scenario does not have are left out.
+ */
 import { meanCi } from "./stages/evaluate.js";
 
 export interface SweepCell {
@@ -7,6 +11,8 @@ export interface SweepCell {
   pretrained: number;
   sft: number;
   aligned: number;
+  /** Held-out pair accuracy of the reward model (scenarios rlhf and reward-model). */
+  rmAccuracy?: number;
   wallS: number;
 }
 
@@ -16,6 +22,7 @@ export interface TableColumn {
   seeds: number;
   aligned: { mean: number; ci95: number };
   sft: { mean: number; ci95: number };
+  rmAccuracy: { mean: number; ci95: number };
   meanWallS: number;
 }
 
@@ -34,21 +41,28 @@ export function buildTable(cells: readonly SweepCell[]): Table {
       const cs = cells.filter((c) => c.epsilon === e);
       return {
         epsilon: e, label: Number.isFinite(e) ? String(e) : "inf", seeds: cs.length,
-        aligned: meanCi(cs.map((c) => c.aligned)), sft: meanCi(cs.map((c) => c.sft)),
+        aligned: meanCi(cs.map((c) => c.aligned)), sft: meanCi(cs.map((c) => c.sft)), rmAccuracy: meanCi(cs.map((c) => c.rmAccuracy ?? NaN)),
         meanWallS: cs.reduce((a, c) => a + c.wallS, 0) / cs.length,
       };
     }),
   };
 }
 
-const pm = (x: { mean: number; ci95: number }) => (Number.isFinite(x.ci95) ? `${x.mean.toFixed(2)} +- ${x.ci95.toFixed(2)}` : x.mean.toFixed(2));
+const pm = (x: { mean: number; ci95: number }) => (!Number.isFinite(x.mean) ? "-" : Number.isFinite(x.ci95) ? `${x.mean.toFixed(2)} +- ${x.ci95.toFixed(2)}` : x.mean.toFixed(2));
 
 export function renderTable(t: Table, model: string): string {
   const head = ["model", "eps=0", ...t.columns.map((c) => `eps=${c.label}`)];
   const L = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
-  L.push(`| ${model} (aligned) | ${pm(t.pretrained)} | ${t.columns.map((c) => pm(c.aligned)).join(" | ")} |`);
-  L.push(`| ${model} (SFT only) | ${pm(t.pretrained)} | ${t.columns.map((c) => pm(c.sft)).join(" | ")} |`);
+  const has = (k: "aligned" | "sft" | "rmAccuracy") => t.columns.some((c) => Number.isFinite(c[k].mean));
+  const pct = (x: { mean: number; ci95: number }) => pm({ mean: 100 * x.mean, ci95: 100 * x.ci95 });
+  if (has("aligned")) L.push(`| ${model} (aligned) | ${pm(t.pretrained)} | ${t.columns.map((c) => pm(c.aligned)).join(" | ")} |`);
+  if (has("sft")) L.push(`| ${model} (SFT only) | ${pm(t.pretrained)} | ${t.columns.map((c) => pm(c.sft)).join(" | ")} |`);
+  if (has("rmAccuracy")) L.push(`| reward model held-out accuracy (%) | - | ${t.columns.map((c) => pct(c.rmAccuracy)).join(" | ")} |`);
   L.push(`| seeds | ${t.pretrained.seeds} | ${t.columns.map((c) => c.seeds).join(" | ")} |`);
   L.push(`| mean wall time per run (s) | - | ${t.columns.map((c) => c.meanWallS.toFixed(0)).join(" | ")} |`);
-  return L.join("\n") + "\n\nMean reward (positive-class logit of the public classifier) of completions of held-out prompts; +- is the 95% CI over seeds (Student t). eps=0 is the pretrained model.\n";
+  const notes: string[] = [];
+  if (has("aligned")) notes.push("Mean reward (positive-class logit of the public classifier, the gold labeller) of completions of held-out prompts; eps=0 is the pretrained model.");
+  if (has("rmAccuracy")) notes.push("Reward model accuracy: the fraction of public held-out preference pairs it orders as labelled.");
+  notes.push("+- is the 95% CI over seeds (Student t).");
+  return L.join("\n") + "\n\n" + notes.join(" ") + "\n";
 }

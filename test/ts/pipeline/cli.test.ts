@@ -6,7 +6,7 @@ import { register as registerRun } from "../../../ts/cli/commands/run.js";
 import { register as registerSweep } from "../../../ts/cli/commands/sweep.js";
 import { applyOverrides, CONFIG_DIR } from "../../../ts/cli/commands/pipeline-common.js";
 import { loadConfigFile, parseConfig } from "../../../ts/pipeline/config.js";
-import { planRun } from "../../../ts/pipeline/plan.js";
+import { IMDB_SIZES, stagesOf, planRun } from "../../../ts/pipeline/plan.js";
 import { accountantCalibrator } from "../../../ts/pipeline/privacy.js";
 import { tmpDir } from "./helpers.js";
 
@@ -33,8 +33,9 @@ describe("configs/", () => {
   it.each(files)("%s validates and plans at every epsilon of its sweep", (f) => {
     const cfg = loadConfigFile(join(CONFIG_DIR, f));
     for (const eps of cfg.sweep.epsilons) {
-      const p = planRun({ ...cfg, privacy: { ...cfg.privacy, epsilon: eps, accountant: "rdp" } }, accountantCalibrator);
-      if (Number.isFinite(eps)) for (const st of [p.sft, p.ppo]) expect(st.epsilonPlanned).toBeLessThanOrEqual(eps * (1 + 1e-6));
+      // scenario reward-model plans from the pair count of its file (2,307 usable HH-RLHF pairs)
+      const p = planRun({ ...cfg, privacy: { ...cfg.privacy, epsilon: eps, accountant: "rdp" } }, accountantCalibrator, { ...IMDB_SIZES, pairs: 2307 });
+      if (Number.isFinite(eps)) for (const st of stagesOf(p)) expect(st.epsilonPlanned).toBeLessThanOrEqual(eps * (1 + 1e-6));
     }
   });
 });

@@ -11,6 +11,7 @@ import { spawnSync } from "node:child_process";
 import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { parseConfig } from "../../../ts/pipeline/config.js";
+import { roleSizes } from "../../../ts/pipeline/run.js";
 import { assignRoles, loadImdb, normalisedText } from "../../../ts/pipeline/data/roles.js";
 import { poissonSample } from "../../../ts/pipeline/sampling.js";
 import { membersDigest } from "../../../ts/pipeline/stages/membership.js";
@@ -147,7 +148,7 @@ function attackerGuesses(cfg: { seed: number; data: object }, src: Awaited<Retur
     Array.from({ length: plan.sft.sampledBatches }, (_, t) => membersDigest(poissonSample(n1, plan.sft.q, (rng.fork("sft") as SeededRng).fork(`batch/${t}`))));
   const repKey = new KeyedRng(reproducibleKey(cfg.seed));
   return [
-    { how: "seeded run stream", d1: assignRoles(src, cfgParsed.data, new KeyedRng(reproducibleKey(cfg.seed + 1)), true).d1.map((r) => r.id), batches: sample(new SeededRng(`run/${cfg.seed}`)) },
-    { how: "reproducible key", d1: assignRoles(src, cfgParsed.data, repKey.fork("roles"), true).d1.map((r) => r.id), batches: sample(repKey.fork("stages")) },
+    { how: "seeded run stream", d1: assignRoles(src, roleSizes(cfgParsed), new KeyedRng(reproducibleKey(cfg.seed + 1)), true).d1.map((r) => r.id), batches: sample(new SeededRng(`run/${cfg.seed}`)) },
+    { how: "reproducible key", d1: assignRoles(src, roleSizes(cfgParsed), repKey.fork("roles"), true).d1.map((r) => r.id), batches: sample(repKey.fork("stages")) },
   ];
 }

@@ -100,6 +100,32 @@ describe("pipeline on a very small preset", () => {
     expect(again.rm).toMatchObject(s.rm!);
   }, 120_000);
 
+  it("trains only a DP reward model on preference pairs from a file, measured on a public held-out slice", async () => {
+    const lines = Array.from({ length: 60 }, (_, i) => JSON.stringify({ prompt: `review ${i}: the film was`, chosen: `great and fun ${i}`, rejected: `awful and boring ${i}` }));
+    writeFileSync(join(dataDir, "prefs.jsonl"), lines.join("\n") + "\n");
+    const cfg = parseConfig({
+      ...TINY, scenario: "reward-model", data: { ...TINY.data, privateSize: "all", preferences: { format: "jsonl", file: "prefs.jsonl", heldOut: 10 } },
+      rm: { batchSize: 10, epochs: 2, maxTokens: 24 },
+    });
+    const runDir = join(tmpDir(), "run-rm");
+    const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
+    expect(s.plan.sft).toBeUndefined();
+    expect(s.plan.rm!.datasetSize).toBe(50);
+    expect(s.rm!.heldOutPairs).toBe(10);
+    expect(s.evals).toEqual([]);
+    expect(s.privacy.stages.map((x) => x.stage)).toEqual(["rm"]);
+    expect(new PrivacyLedger(join(runDir, "ledger.jsonl")).totals().map((t) => [t.stage, t.steps])).toEqual([["rm", s.plan.rm!.sampledBatches]]);
+    // the public held-out ids are released; the private pairs are not
+    const released = JSON.parse(readFileSync(join(runDir, "preferences.json"), "utf8"));
+    const priv = JSON.parse(readFileSync(join(runDir, "private", "roles.json"), "utf8")).preferences.private as string[];
+    expect(released.publicHeldOut).toHaveLength(10);
+    for (const id of priv) expect(released.publicHeldOut).not.toContain(id);
+    expect(readFileSync(join(runDir, "report.md"), "utf8")).toMatch(/## Reward model \(public held-out pairs\)/);
+    // a resume on another preference file is refused
+    writeFileSync(join(dataDir, "prefs.jsonl"), lines.slice(1).join("\n") + "\n");
+    await expect(runPipeline({ cfg, runDir, dataDir, cacheDir, api })).rejects.toThrow(/another preference file/);
+  }, 120_000);
+
   it("resumes an interrupted stage from its last checkpoint without re-running or re-accounting batches", async () => {
     const cfg = parseConfig({ ...TINY, sft: { batchSize: 5, epochs: 1, maxTokens: 16 } });
     const runDir = join(tmpDir(), "run");

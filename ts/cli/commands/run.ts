@@ -1,7 +1,7 @@
 import type { Argv } from "yargs";
 import { planRun, formatPlan } from "../../pipeline/plan.js";
 import { accountantCalibrator } from "../../pipeline/privacy.js";
-import { defaultRunDir, runPipeline, type RunSummary } from "../../pipeline/run.js";
+import { dataSizesForPlan, defaultRunDir, runPipeline, type RunSummary } from "../../pipeline/run.js";
 import { consoleProgress } from "../../pipeline/progress.js";
 import { commonOptions, loadWithOverrides } from "./pipeline-common.js";
 import { runControlOptions, withStopSignals } from "./run-control.js";
@@ -11,10 +11,12 @@ export function printSummary(s: RunSummary): void {
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "-");
   if (s.privacy.notPrivateReason && s.plan.dp) out.write(`\nNOT DIFFERENTIALLY PRIVATE (epsilon = inf): ${s.privacy.notPrivateReason}\n`);
   out.write(`\nrun directory: ${s.runDir}\n`);
-  out.write(`reward classifier accuracy (held-out public reviews): ${(100 * s.reward.heldOutAccuracy).toFixed(1)}%\n`);
-  if (s.rm) out.write(`DP reward model accuracy (public held-out pairs, gold labeller): ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% on ${s.rm.heldOutPairs}\n`);
-  out.write(`mean ${s.rm ? "gold " : ""}reward on held-out prompts (95% CI over prompts):\n`);
-  for (const e of s.evals) out.write(`  ${e.model.padEnd(11)} ${f(e.meanReward)} +- ${f(e.ci95)}\n`);
+  if (s.reward) out.write(`reward classifier accuracy (held-out public reviews): ${(100 * s.reward.heldOutAccuracy).toFixed(1)}%\n`);
+  if (s.rm) out.write(`DP reward model accuracy (public held-out pairs${s.reward ? ", gold labeller" : ""}): ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% on ${s.rm.heldOutPairs}, loss ${f(s.rm.heldOutLoss)}\n`);
+  if (s.evals.length) {
+    out.write(`mean ${s.rm ? "gold " : ""}reward on held-out prompts (95% CI over prompts):\n`);
+    for (const e of s.evals) out.write(`  ${e.model.padEnd(11)} ${f(e.meanReward)} +- ${f(e.ci95)}\n`);
+  }
   for (const st of s.privacy.stages) out.write(`privacy ${st.stage}: epsilon ${f(st.epsilon)} (q ${st.q.toPrecision(3)}, sigma ${f(st.sigma)}, ${st.batchesExecuted} batches x ${st.reuse})\n`);
   out.write(`composed: epsilon ${f(s.privacy.composed.epsilon)}, delta ${s.privacy.composed.delta.toExponential(2)} (${s.privacy.composed.rule})\n`);
   out.write(`wall time ${s.wallS.toFixed(0)} s; report: ${s.runDir}/report.md\n`);
@@ -34,7 +36,7 @@ export function register(cli: Argv): Argv {
     async (args) => {
       const cfg = loadWithOverrides(args.config as string, args.set as string[]);
       if (args.dryRun) {
-        process.stdout.write(formatPlan(planRun(cfg, accountantCalibrator)) + "\n");
+        process.stdout.write(formatPlan(planRun(cfg, accountantCalibrator, await dataSizesForPlan(cfg, args.dataDir as string | undefined))) + "\n");
         return;
       }
       const s = await withStopSignals((stop) => runPipeline({

@@ -16,6 +16,7 @@ import { SeededRng } from "../../util/rng.js";
 import type { KeyedRng } from "../../util/keyed-rng.js";
 import { DataError, InvalidArgumentError } from "../../util/errors.js";
 import { cleanReview, imdbValidator, readJsonl, type ImdbRecord } from "./jsonl.js";
+import type { PreferencePair } from "./preferences.js";
 
 export interface RoleSizes {
   /** Public pre-training documents from unsup; "all" for every one. */
@@ -196,4 +197,51 @@ export function describePrivateRoles(r: Roles): Record<string, unknown> {
 /** A digest of the private membership, so a resumed run can check that its split is the same. */
 export function privateRolesDigest(r: Roles): string {
   return createHash("sha256").update([String(r.disjoint), ...[r.d1, r.d2, r.d3].map((xs) => xs.map((x) => x.id).join(","))].join("\n")).digest("hex");
+}
+
+/** Scenario reward-model: a public held-out slice of the pairs and the private rest. */
+export interface PreferenceRoles {
+  /** Fixed by the public seed; measures the reward model (releasable). */
+  heldOut: PreferencePair[];
+  /** The private pairs of D2, each in by its own keyed coin. */
+  private: PreferencePair[];
+  /** Private pairs that repeat a held-out pair (same prompt and responses) and were removed. */
+  removedAsPublic: number;
+}
+
+/**
+ * Splits preference pairs: `heldOut` of them, drawn by the public seed, are the public evaluation
+ * set; of the rest, those that repeat a held-out pair are removed and each remaining pair enters
+ * D2 when its keyed coin is below privateSize / (the pairs left after the held-out slice).
+ */
+export function assignPreferenceRoles(pairs: readonly PreferencePair[], o: { heldOut: number; privateSize: number | "all"; publicSeed: number }, key: KeyedRng): PreferenceRoles {
+  const ids = new Set<string>();
+  for (const p of pairs) {
+    if (ids.has(p.id)) throw new DataError(`preference pair id "${p.id}" appears more than once`);
+    ids.add(p.id);
+  }
+  const shuffled = new SeededRng(`preference-roles/${o.publicSeed}`).shuffle(pairs);
+  const heldOut = shuffled.slice(0, o.heldOut);
+  const pool = shuffled.slice(o.heldOut);
+  const n = take(o.privateSize, pool.length, "data.privateSize");
+  const sig = (p: PreferencePair) => createHash("sha256").update(JSON.stringify([normalisedText(p.prompt), normalisedText(p.chosen), normalisedText(p.rejected)])).digest("base64");
+  const publicSigs = new Set(heldOut.map(sig));
+  const rate = pool.length ? n / pool.length : 0;
+  let removedAsPublic = 0;
+  const priv: PreferencePair[] = [];
+  // File order, not the public shuffle's, so the private order carries no information of its own.
+  const inPool = new Set(pool.map((p) => p.id));
+  for (const p of pairs) {
+    if (!inPool.has(p.id)) continue;
+    if (publicSigs.has(sig(p))) {
+      removedAsPublic++;
+      continue;
+    }
+    if (key.unit(p.id) < rate) priv.push(p);
+  }
+  return { heldOut, private: priv, removedAsPublic };
+}
+
+export function preferenceRolesDigest(r: PreferenceRoles): string {
+  return createHash("sha256").update(`${r.heldOut.map((x) => x.id).join(",")}\n${r.private.map((x) => x.id).join(",")}`).digest("hex");
 }

@@ -30,6 +30,7 @@ export interface PpoResult {
 export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftCheckpoint: string, hooks?: StageHooks): Promise<PpoResult> {
   const t0 = Date.now();
   const plan = ctx.plan.ppo;
+  if (!plan) throw new RangeError("runPpo needs a plan with a PPO stage");
   const { ppo } = effectiveStages(ctx.cfg);
   const { run, base } = ctx;
   const dp = plan.dp;

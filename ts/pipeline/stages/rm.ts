@@ -8,7 +8,9 @@
  * are measured on pairs built the same way from public held-out prefixes (releasable).
  */
 import type { Rows } from "../../worker/batches.js";
-import { Generator, RewardModel } from "../../worker/roles.js";
+import { Generator, RewardModel, WorkerModel } from "../../worker/roles.js";
+import { pairText, type PreferencePair } from "../data/preferences.js";
+import { tailChars, tokenizeRows } from "../tokens.js";
 import { effectiveStages } from "../config.js";
 import { adamw, modelSpec, type PipelineContext } from "../context.js";
 import { openStage, type StageHooks } from "./common.js";
@@ -73,23 +75,47 @@ export async function pairAccuracy(rm: RewardModel, pairs: Pairs, pad: number): 
   return { accuracy: right / n, loss: loss / n };
 }
 
+/** Scenario rlhf: gold-labelled pairs from D2 prefixes and the DP SFT model, then the DP reward model on them. */
 export async function runRm(ctx: PipelineContext, d2Prefixes: number[][], heldOutPrefixes: number[][], sftCheckpoint: string, hooks?: StageHooks): Promise<RmResult> {
-  const t0 = Date.now();
-  const plan = ctx.plan.rm;
-  if (!plan) throw new RangeError("runRm needs a plan with a reward-model stage");
-  const { rm: rmCfg } = effectiveStages(ctx.cfg);
   const { cfg, base, run } = ctx;
-  const pad = base.padId;
   const rng = ctx.rng.fork("rm");
-
   // Pairs from the DP SFT model, labelled by the public classifier (post-processing of DP outputs and public data).
   const sampler = new Generator(ctx.api, "rm-pairs");
   await sampler.load(modelSpec(cfg, base, { initCheckpoint: run.resolve(sftCheckpoint) }));
   const sample = { responseTokens: cfg.rm.responseTokens, temperature: cfg.rm.temperature };
-  const pairs = await goldPairs(sampler, ctx.reward, d2Prefixes, pad, { ...sample, seed: Number(rng.fork("pairs").seedForChild() >> 12n) });
-  const heldOut = await goldPairs(sampler, ctx.reward, heldOutPrefixes, pad, { ...sample, seed: 54321 + cfg.data.publicSeed });
+  const pairs = await goldPairs(sampler, ctx.reward, d2Prefixes, base.padId, { ...sample, seed: Number(rng.fork("pairs").seedForChild() >> 12n) });
+  const heldOut = await goldPairs(sampler, ctx.reward, heldOutPrefixes, base.padId, { ...sample, seed: 54321 + cfg.data.publicSeed });
   await sampler.unload();
+  return trainRewardModel(ctx, pairs, heldOut, hooks);
+}
 
+/** Scenario reward-model: human preference pairs (text) tokenized to their last rm.maxTokens tokens, then the DP reward model. */
+export async function runRmOnPreferences(ctx: PipelineContext, priv: readonly PreferencePair[], heldOut: readonly PreferencePair[], hooks?: StageHooks): Promise<RmResult> {
+  const tok = new WorkerModel(ctx.api, "rm-tokenizer");
+  await tok.load(modelSpec(ctx.cfg, ctx.base, {}));
+  const max = ctx.cfg.rm.maxTokens;
+  const rows = async (texts: string[]) => (await tokenizeRows(tok, texts.map((t) => tailChars(t, max)), 0, 500)).map((r) => r.slice(-max));
+  const toPairs = async (ps: readonly PreferencePair[]): Promise<Pairs> => ({
+    chosen: await rows(ps.map((p) => pairText(p.prompt, p.chosen))),
+    rejected: await rows(ps.map((p) => pairText(p.prompt, p.rejected))),
+  });
+  const [a, b] = [await toPairs(priv), await toPairs(heldOut)];
+  await tok.unload();
+  return trainRewardModel(ctx, a, b, hooks);
+}
+
+/**
+ * The DP reward-model stage on given pairs: the public pretrained base with LoRA and a scalar
+ * head, one pair per example through dpStageLoop, then accuracy and loss on public held-out pairs.
+ */
+export async function trainRewardModel(ctx: PipelineContext, pairs: Pairs, heldOut: Pairs, hooks?: StageHooks): Promise<RmResult> {
+  const t0 = Date.now();
+  const plan = ctx.plan.rm;
+  if (!plan) throw new RangeError("a reward-model stage needs a plan with one");
+  const { rm: rmCfg } = effectiveStages(ctx.cfg);
+  const { cfg, base, run } = ctx;
+  const pad = base.padId;
+  const rng = ctx.rng.fork("rm");
   const rm = new RewardModel(ctx.api, RM_HANDLE);
   await rm.load(modelSpec(cfg, base, { lora: true, rewardHead: true }), adamw(rmCfg.weightDecay));
   const guard = await openStage(ctx, plan, RM_HANDLE, rng);

@@ -32,6 +32,7 @@ export function batchIndices(dp: boolean, n: number, size: number, q: number, t:
 export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: StageHooks): Promise<SftResult> {
   const t0 = Date.now();
   const plan = ctx.plan.sft;
+  if (!plan) throw new RangeError("runSft needs a plan with an SFT stage");
   const { sft } = effectiveStages(ctx.cfg);
   const lm = new LanguageModel(ctx.api, SFT_HANDLE);
   await lm.load(modelSpec(ctx.cfg, ctx.base, { lora: true }), adamw(sft.weightDecay));
