@@ -4,6 +4,7 @@ import type { Config } from "./config.js";
 import type { RunDir } from "./run-dir.js";
 import type { RunSummary } from "./run.js";
 import { formatPlan } from "./plan.js";
+import { ROUGE_DESCRIPTION } from "../eval/rouge.js";
 
 const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : x === Infinity ? "inf" : "-");
 
@@ -26,8 +27,12 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   }
   if (s.evals.length) {
     L.push("## Evaluation (mean reward of completions of held-out prompts, 95% CI over prompts)", "");
-    L.push("| model | mean reward | 95% CI | prompts |", "|---|---|---|---|");
-    for (const e of s.evals) L.push(`| ${e.model === "pretrained" ? "pretrained (eps = 0)" : e.model} | ${f(e.meanReward)} | +- ${f(e.ci95)} | ${e.n} |`);
+    L.push("| model | mean reward | 95% CI | ROUGE-1 | ROUGE-2 | ROUGE-L | prompts |", "|---|---|---|---|---|---|---|");
+    for (const e of s.evals) {
+      const r = e.rouge;
+      L.push(`| ${e.model === "pretrained" ? "pretrained (eps = 0)" : e.model} | ${f(e.meanReward)} | +- ${f(e.ci95)} | ${r ? f(r.rouge1, 2) : "-"} | ${r ? f(r.rouge2, 2) : "-"} | ${r ? f(r.rougeL, 2) : "-"} | ${e.n} |`);
+    }
+    if (s.evals.some((e) => e.rouge)) L.push("", `ROUGE against each held-out review's real continuation (as many tokens as the completion): ${ROUGE_DESCRIPTION}.`);
   }
   L.push("", "## Privacy", "");
   L.push(`Target (epsilon, delta) = (${f(s.privacy.target.epsilon, 2)}, ${s.privacy.target.delta.toExponential(3)}), accountant ${s.privacy.accountant}.`, "");

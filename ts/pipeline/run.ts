@@ -272,12 +272,17 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     let evals = run.stageResult<{ evals: ModelEval[] }>("evaluate")?.evals;
     if (!evals) {
       s = Date.now();
-      const evRows = await tokenizeRows(reward, roles.evalPrompts.map((r) => cleanReview(r.text)), cfg.eval.promptTokens[1]);
-      const prompts = cutPrompts(evRows, cfg.eval.promptTokens, new SeededRng(`eval-prompts/${cfg.data.publicSeed}`)).filter((r) => r.length >= 1);
+      // Each held-out review is cut into a prompt and its real continuation: the reference of ROUGE.
+      const evCfg = cfg.eval;
+      const evRows = await tokenizeRows(reward, roles.evalPrompts.map((r) => cleanReview(r.text)), evCfg.promptTokens[1] + evCfg.maxNewTokens);
+      const cut = cutPrompts(evRows, evCfg.promptTokens, new SeededRng(`eval-prompts/${cfg.data.publicSeed}`));
+      const keep = cut.map((p, i) => i).filter((i) => cut[i].length >= 1);
+      const prompts = keep.map((i) => cut[i]);
+      const references = await reward.decode(keep.map((i) => evRows[i].slice(cut[i].length, cut[i].length + evCfg.maxNewTokens)), base.padId);
       evals = [];
       for (const [name, ckpt] of [["pretrained", base.checkpoint], ["sft", run.resolve(sft.checkpoint)], ["aligned", run.resolve(ppo.checkpoint)]] as const) {
         progress.log(`evaluate: ${name} on ${prompts.length} held-out prompts`);
-        const ev = await evaluateModel(ctx, name, ckpt, prompts);
+        const ev = await evaluateModel(ctx, name, ckpt, prompts, references);
         for (const sm of ev.samples) run.appendJsonl("samples.jsonl", { model: name, ...sm });
         evals.push(ev);
       }

@@ -64,9 +64,15 @@ async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: Swee
             showPrivate: o.showPrivate, stop: o.stop, forceUnlock: o.forceUnlock,
           });
         }
-        const s = new RunDir(dir).readJson<{ evals: { model: string; meanReward: number }[]; rm?: { heldOutAccuracy: number }; wallS: number }>("summary.json")!;
+        const s = new RunDir(dir).readJson<{ evals: { model: string; meanReward: number; rouge?: { rougeL: number } }[]; rm?: { heldOutAccuracy: number }; wallS: number }>("summary.json")!;
         const get = (m: string) => s.evals.find((e) => e.model === m)?.meanReward ?? NaN;
-        cells.push({ epsilon: eps, seed, pretrained: get("pretrained"), sft: get("sft"), aligned: get("aligned"), ...(s.rm ? { rmAccuracy: s.rm.heldOutAccuracy } : {}), wallS: s.wallS });
+        const rl = (m: string) => s.evals.find((e) => e.model === m)?.rouge?.rougeL ?? NaN;
+        cells.push({
+          epsilon: eps, seed, pretrained: get("pretrained"), sft: get("sft"), aligned: get("aligned"),
+          ...(s.rm ? { rmAccuracy: s.rm.heldOutAccuracy } : {}),
+          ...(s.evals.some((e) => e.rouge) ? { rougeL: { pretrained: rl("pretrained"), sft: rl("sft"), aligned: rl("aligned") } } : {}),
+          wallS: s.wallS,
+        });
         const table = buildTable(cells);
         root.writeJson("table.json", table);
         root.appendJsonl("cells.jsonl", cells.at(-1));

@@ -13,6 +13,8 @@ export interface SweepCell {
   aligned: number;
   /** Held-out pair accuracy of the reward model (scenarios rlhf and reward-model). */
   rmAccuracy?: number;
+  /** ROUGE-L (F1 x 100) of each model's completions against the real continuations. */
+  rougeL?: { pretrained: number; sft: number; aligned: number };
   wallS: number;
 }
 
@@ -23,11 +25,12 @@ export interface TableColumn {
   aligned: { mean: number; ci95: number };
   sft: { mean: number; ci95: number };
   rmAccuracy: { mean: number; ci95: number };
+  rougeL: { sft: { mean: number; ci95: number }; aligned: { mean: number; ci95: number } };
   meanWallS: number;
 }
 
 export interface Table {
-  pretrained: { mean: number; ci95: number; seeds: number };
+  pretrained: { mean: number; ci95: number; seeds: number; rougeL: { mean: number; ci95: number } };
   columns: TableColumn[];
 }
 
@@ -36,12 +39,13 @@ export function buildTable(cells: readonly SweepCell[]): Table {
   const pre = seeds.map((s) => cells.find((c) => c.seed === s)!.pretrained);
   const eps = [...new Set(cells.map((c) => c.epsilon))].sort((a, b) => a - b);
   return {
-    pretrained: { ...meanCi(pre), seeds: pre.length },
+    pretrained: { ...meanCi(pre), seeds: pre.length, rougeL: meanCi(seeds.map((sd) => cells.find((c) => c.seed === sd)!.rougeL?.pretrained ?? NaN)) },
     columns: eps.map((e) => {
       const cs = cells.filter((c) => c.epsilon === e);
       return {
         epsilon: e, label: Number.isFinite(e) ? String(e) : "inf", seeds: cs.length,
         aligned: meanCi(cs.map((c) => c.aligned)), sft: meanCi(cs.map((c) => c.sft)), rmAccuracy: meanCi(cs.map((c) => c.rmAccuracy ?? NaN)),
+        rougeL: { sft: meanCi(cs.map((c) => c.rougeL?.sft ?? NaN)), aligned: meanCi(cs.map((c) => c.rougeL?.aligned ?? NaN)) },
         meanWallS: cs.reduce((a, c) => a + c.wallS, 0) / cs.length,
       };
     }),
@@ -58,11 +62,16 @@ export function renderTable(t: Table, model: string): string {
   if (has("aligned")) L.push(`| ${model} (aligned) | ${pm(t.pretrained)} | ${t.columns.map((c) => pm(c.aligned)).join(" | ")} |`);
   if (has("sft")) L.push(`| ${model} (SFT only) | ${pm(t.pretrained)} | ${t.columns.map((c) => pm(c.sft)).join(" | ")} |`);
   if (has("rmAccuracy")) L.push(`| reward model held-out accuracy (%) | - | ${t.columns.map((c) => pct(c.rmAccuracy)).join(" | ")} |`);
+  if (t.columns.some((c) => Number.isFinite(c.rougeL.aligned.mean))) {
+    L.push(`| ${model} (aligned) ROUGE-L | ${pm(t.pretrained.rougeL)} | ${t.columns.map((c) => pm(c.rougeL.aligned)).join(" | ")} |`);
+    L.push(`| ${model} (SFT only) ROUGE-L | ${pm(t.pretrained.rougeL)} | ${t.columns.map((c) => pm(c.rougeL.sft)).join(" | ")} |`);
+  }
   L.push(`| seeds | ${t.pretrained.seeds} | ${t.columns.map((c) => c.seeds).join(" | ")} |`);
   L.push(`| mean wall time per run (s) | - | ${t.columns.map((c) => c.meanWallS.toFixed(0)).join(" | ")} |`);
   const notes: string[] = [];
   if (has("aligned")) notes.push("Mean reward (positive-class logit of the public classifier, the gold labeller) of completions of held-out prompts; eps=0 is the pretrained model.");
   if (has("rmAccuracy")) notes.push("Reward model accuracy: the fraction of public held-out preference pairs it orders as labelled.");
+  if (t.columns.some((c) => Number.isFinite(c.rougeL.aligned.mean))) notes.push("ROUGE-L: F1 x 100 against the held-out reviews' real continuations (rouge-score conventions).");
   notes.push("+- is the 95% CI over seeds (Student t).");
   return L.join("\n") + "\n\n" + notes.join(" ") + "\n";
 }

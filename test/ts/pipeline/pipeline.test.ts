@@ -20,6 +20,8 @@ let api: WorkerApi;
 let dataDir: string;
 let cacheDir: string;
 
+const e0Reference = (runDir: string) => JSON.parse(readFileSync(join(runDir, "samples.jsonl"), "utf8").split("\n")[0]).reference as string;
+
 beforeAll(async () => {
   client = await WorkerClient.spawn({ requestTimeoutMs: 60_000 });
   api = new WorkerApi(client);
@@ -37,6 +39,9 @@ describe("pipeline on a very small preset", () => {
     const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
     expect(s.evals.map((e) => e.model)).toEqual(["pretrained", "sft", "aligned"]);
     for (const e of s.evals) expect(Number.isFinite(e.meanReward)).toBe(true);
+    // ROUGE against each held-out review's real continuation
+    for (const e of s.evals) expect(e.rouge!.rougeL).toBeGreaterThanOrEqual(0);
+    expect(e0Reference(runDir)).toBeTruthy();
     for (const f of ["config.json", "plan.json", "roles.json", "ledger.jsonl", "privacy.json", "report.md", "samples.jsonl", "summary.json"]) {
       expect(existsSync(join(runDir, f)), f).toBe(true);
     }

@@ -18,6 +18,16 @@ describe("Table 1 layout", () => {
     expect(md).toMatch(/\| tiny \(aligned\) \| -0\.29 \+- 0\.02 \| 0\.35 \+- 0\.25 \| 1\.10 \+- 0\.25 \| 2\.10 \+- 0\.25 \|/);
     expect(md).toMatch(/mean wall time per run/);
   });
+  it("adds the reward model's accuracy and ROUGE-L rows where runs report them, and leaves out rows a scenario lacks", () => {
+    const rl = cells.map((c) => ({ ...c, rmAccuracy: 0.8 + c.seed * 0.01, rougeL: { pretrained: 10, sft: 11, aligned: 12 + c.seed } }));
+    const md = renderTable(buildTable(rl), "tiny");
+    expect(md).toMatch(/\| reward model held-out accuracy \(%\) \| - \| 81\.00 \+- 2\.48 \|/);
+    expect(md).toMatch(/\| tiny \(aligned\) ROUGE-L \| 10\.00 \+- 0\.00 \| 13\.00 \+- 2\.48 \|/);
+    // scenario reward-model: no evaluation of generations, only the reward model
+    const rmOnly = renderTable(buildTable(cells.map((c) => ({ ...c, pretrained: NaN, sft: NaN, aligned: NaN, rmAccuracy: 0.55 }))), "hh");
+    expect(rmOnly).not.toMatch(/\(aligned\)/);
+    expect(rmOnly).toMatch(/reward model held-out accuracy \(%\) \| - \| 55\.00/);
+  });
   it("meanCi handles tiny samples", () => {
     expect(meanCi([]).mean).toBeNaN();
     expect(meanCi([2]).ci95).toBeNaN();

@@ -6,13 +6,16 @@
 import type { PipelineContext } from "../context.js";
 import { modelSpec } from "../context.js";
 import { Generator } from "../../worker/roles.js";
+import { meanRouge } from "../../eval/rouge.js";
 
 export interface ModelEval {
   model: string;
   meanReward: number;
   ci95: number;
   n: number;
-  samples: { prefix: string; completion: string; reward: number }[];
+  /** ROUGE-1/2/L F1 x 100 of the completions against the reviews' real continuations (when given). */
+  rouge?: { rouge1: number; rouge2: number; rougeL: number };
+  samples: { prefix: string; completion: string; reward: number; reference?: string }[];
 }
 
 export function meanCi(xs: readonly number[]): { mean: number; ci95: number } {
@@ -34,7 +37,7 @@ export function tQuantile975(df: number): number {
   return 1.96;
 }
 
-export async function evaluateModel(ctx: PipelineContext, name: string, checkpoint: string, prompts: number[][]): Promise<ModelEval> {
+export async function evaluateModel(ctx: PipelineContext, name: string, checkpoint: string, prompts: number[][], references?: readonly string[]): Promise<ModelEval> {
   const { cfg, base } = ctx;
   const model = new Generator(ctx.api, `eval-${name}`);
   await model.load(modelSpec(cfg, base, { initCheckpoint: checkpoint }));
@@ -46,8 +49,10 @@ export async function evaluateModel(ctx: PipelineContext, name: string, checkpoi
   const prefixes = await model.decode(prompts.slice(0, Math.min(ev.samples, prompts.length)), base.padId);
   await model.unload();
   const { mean, ci95 } = meanCi(rewards);
+  const rouge = references?.length ? meanRouge(g.texts.map((candidate, i) => ({ candidate, reference: references[i] }))) : undefined;
   return {
     model: name, meanReward: mean, ci95, n: rewards.length,
-    samples: prefixes.map((prefix, i) => ({ prefix, completion: g.texts[i], reward: rewards[i] })),
+    ...(rouge ? { rouge: { rouge1: rouge.rouge1, rouge2: rouge.rouge2, rougeL: rouge.rougeL } } : {}),
+    samples: prefixes.map((prefix, i) => ({ prefix, completion: g.texts[i], reward: rewards[i], ...(references ? { reference: references[i] } : {}) })),
   };
 }
