@@ -25,6 +25,13 @@ const Epsilon = z
 const TokenRange = z.tuple([posInt, posInt]).refine(([a, b]) => a <= b, { message: "expected [min, max] with min <= max" });
 
 export const DataSchema = z.object({
+  /**
+   * imdb: the shipped IMDb data (every scenario runs here). tldr: the paper's scenario 2 data
+   * (Reddit TL;DR posts and OpenAI's human comparisons, `dpalign data fetch tldr`); such configs
+   * plan with --dry-run from the planned sizes, and running them needs the TL;DR pipeline, which
+   * this version does not have yet.
+   */
+  source: z.enum(["imdb", "tldr"]).default("imdb"),
   /** Public unsup documents used for pre-training and the tokenizer; "all" for 50,000. */
   pretrainDocs: z.union([posInt, z.literal("all")]).default(20000),
   /** Public labeled reviews (from test) that train the reward classifier. */

@@ -95,15 +95,17 @@ export function stagesOf(p: Pick<RunPlan, "sft" | "rm" | "ppo">): StagePlan[] {
 function resolveSizes(cfg: Config, disjoint: boolean, avail: DataSizes): RunPlan["sizes"] {
   const d = cfg.data;
   const rlhf = cfg.scenario === "rlhf";
+  const tldr = d.source === "tldr";
+  if (tldr && d.privateSize === "all") throw new ConfigError("data.privateSize: give the planned number of private TL;DR records (posts and comparisons) for data.source tldr");
   const privateD = d.privateSize === "all" ? avail.train : d.privateSize;
-  if (privateD > avail.train) throw new ConfigError(`data.privateSize: ${privateD} exceeds the ${avail.train} train reviews`);
+  if (!tldr && privateD > avail.train) throw new ConfigError(`data.privateSize: ${privateD} exceeds the ${avail.train} train reviews`);
   const rmHeldOut = rlhf ? d.rmHeldOut : 0;
   const testNeeded = d.classifierTrain + d.classifierHeldOut + d.evalPrompts + rmHeldOut;
-  if (testNeeded > avail.test) {
+  if (!tldr && testNeeded > avail.test) {
     throw new ConfigError(`data.classifierTrain + data.classifierHeldOut + data.evalPrompts${rlhf ? " + data.rmHeldOut" : ""} = ${testNeeded} exceeds the ${avail.test} test reviews`);
   }
   const publicCorpus = d.pretrainDocs === "all" ? avail.unsup : d.pretrainDocs;
-  if (publicCorpus > avail.unsup) throw new ConfigError(`data.pretrainDocs: ${publicCorpus} exceeds the ${avail.unsup} unsup reviews`);
+  if (!tldr && publicCorpus > avail.unsup) throw new ConfigError(`data.pretrainDocs: ${publicCorpus} exceeds the ${avail.unsup} unsup reviews`);
   // Planned sizes (the realised ones follow the per-record keyed split and are private).
   const d1 = disjoint ? Math.round(privateD * d.sftFraction) : privateD;
   const d2 = !rlhf ? 0 : disjoint ? Math.round(privateD * d.rmFraction) : privateD;

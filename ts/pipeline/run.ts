@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
-import { DataError } from "../util/errors.js";
+import { ConfigError, DataError } from "../util/errors.js";
 import { RewardModel } from "../worker/roles.js";
 import { describeSkips, loadPreferences } from "./data/preferences.js";
 import { WorkerClient } from "../transport/client.js";
@@ -149,6 +149,11 @@ export async function runPipeline(o: RunOptions): Promise<RunSummary> {
 async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
   const t0 = Date.now();
   const { cfg } = o;
+  if (cfg.data.source === "tldr") {
+    throw new ConfigError(
+      "data.source: tldr configs reproduce the paper's scenario 2 sizes for planning (dpalign run CONFIG --dry-run); this version runs RLHF on IMDb (configs/rlhf-demo.yaml) and reward models on preference files (configs/rm-hh-rlhf.yaml), not yet on TL;DR posts",
+    );
+  }
   const progress = o.progress ?? silentProgress;
   const cacheDir = o.cacheDir ?? DEFAULT_CACHE_DIR;
   const progressBefore = hasProgress(run);
