@@ -131,6 +131,26 @@ describe("pipeline on a very small preset", () => {
     await expect(runPipeline({ cfg, runDir, dataDir, cacheDir, api })).rejects.toThrow(/another preference file/);
   }, 120_000);
 
+  it("learns a learnable preference non-privately (held-out accuracy clearly above chance), and resumes an interrupted reward-model stage", async () => {
+    const lines = Array.from({ length: 120 }, (_, i) => JSON.stringify({ prompt: `review ${i}: it was`, chosen: i % 2 ? "great great fun" : "wonderful and loved", rejected: i % 2 ? "awful awful boring" : "terrible waste" }));
+    writeFileSync(join(dataDir, "learnable.jsonl"), lines.join("\n") + "\n");
+    const base = {
+      ...TINY, scenario: "reward-model", data: { ...TINY.data, privateSize: "all", preferences: { format: "jsonl", file: "learnable.jsonl", heldOut: 20 } },
+      rm: { batchSize: 10, epochs: 3, lr: 0.01, maxTokens: 16 }, checkpointEvery: 5,
+    } as const;
+    const np = await runPipeline({ cfg: parseConfig({ ...base, privacy: { epsilon: "inf" } }), runDir: join(tmpDir(), "run-np"), dataDir, cacheDir, api });
+    expect(np.rm!.heldOutAccuracy).toBeGreaterThanOrEqual(0.8);
+    // DP, interrupted after 4 batches and resumed: the ledger accounts every batch once
+    const cfg = parseConfig(base);
+    const runDir = join(tmpDir(), "run-rm-resume");
+    await expect(runPipeline({ cfg, runDir, dataDir, cacheDir, api, hooks: { stopAfter: { stage: "rm", batches: 7 } } })).rejects.toBeInstanceOf(InterruptedError);
+    expect(new PrivacyLedger(join(runDir, "ledger.jsonl")).totals()[0].steps).toBe(5);
+    const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
+    expect(new PrivacyLedger(join(runDir, "ledger.jsonl")).totals()[0].steps).toBe(s.plan.rm!.sampledBatches);
+    const steps = readFileSync(join(runDir, "private", "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
+    expect(steps).toEqual([0, 1, 2, 3, 4, 5, 6, ...Array.from({ length: s.plan.rm!.sampledBatches - 5 }, (_, i) => 5 + i)]);
+  }, 180_000);
+
   it("resumes an interrupted stage from its last checkpoint without re-running or re-accounting batches", async () => {
     const cfg = parseConfig({ ...TINY, sft: { batchSize: 5, epochs: 1, maxTokens: 16 } });
     const runDir = join(tmpDir(), "run");
