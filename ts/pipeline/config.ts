@@ -192,6 +192,12 @@ const PpoFields = {
   microBatchSize: nonNegInt,
 };
 export const PpoSchema = z.object({
+  /**
+   * scenario rlhf: what PPO optimises. "dp": the DP reward model learned on D2 (the method). The
+   * evaluation reward model and the gold labeller are test-time only and refused here: an
+   * evaluation must not judge with the model the policy was trained against.
+   */
+  reward: z.enum(["dp", "evaluation", "gold"]).default("dp"),
   batchSize: PpoFields.batchSize.default(256),
   miniBatchSize: PpoFields.miniBatchSize.default(64),
   epochs: PpoFields.epochs.default(4),
@@ -225,6 +231,12 @@ export const EvalSchema = z.object({
   promptTokens: TokenRange.default([2, 8]),
   /** Samples (prefix -> completion) written per model. */
   samples: nonNegInt.default(10),
+  /**
+   * scenario rlhf: a non-private evaluation reward model, used only at test time (as the paper's
+   * TL;DR evaluation): trained on gold-labelled pairs of the pretrained model's completions of
+   * public prefixes (the classifier's public reviews), never on D2; 0 pairs turns it off.
+   */
+  rewardModelPairs: nonNegInt.default(2000),
 }).strict();
 
 /** Overrides that apply only when epsilon = inf (the paper's non-private settings). */
@@ -300,6 +312,12 @@ export const ConfigSchema = z.object({
   nonPrivate: NonPrivateSchema.default({}),
   sweep: SweepSchema.default({}),
 }).strict().superRefine((c, ctx) => {
+  if (c.scenario === "rlhf" && c.ppo.reward !== "dp") {
+    ctx.addIssue({
+      code: "custom", path: ["ppo", "reward"],
+      message: `"${c.ppo.reward}" is a test-time model in scenario rlhf (it judges the aligned policy); PPO trains against the DP reward model ("dp"). For PPO against the public classifier use scenario: classifier`,
+    });
+  }
   if (c.scenario === "rlhf" && c.data.sftFraction + c.data.rmFraction >= 1) {
     ctx.addIssue({ code: "custom", path: ["data", "rmFraction"], message: `data.sftFraction + data.rmFraction must be below 1 (D3 gets the rest), got ${c.data.sftFraction} + ${c.data.rmFraction}` });
   }

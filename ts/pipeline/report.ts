@@ -27,11 +27,14 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   }
   if (s.evals.length) {
     L.push("## Evaluation (mean reward of completions of held-out prompts, 95% CI over prompts)", "");
-    L.push("| model | mean reward | 95% CI | ROUGE-1 | ROUGE-2 | ROUGE-L | prompts |", "|---|---|---|---|---|---|---|");
+    const judged = s.evals.some((e) => e.evalRm);
+    L.push(`| model | mean reward | 95% CI |${judged ? " evaluation RM reward |" : ""} ROUGE-1 | ROUGE-2 | ROUGE-L | prompts |`, `|---|---|---|${judged ? "---|" : ""}---|---|---|---|`);
     for (const e of s.evals) {
       const r = e.rouge;
-      L.push(`| ${e.model === "pretrained" ? "pretrained (eps = 0)" : e.model} | ${f(e.meanReward)} | +- ${f(e.ci95)} | ${r ? f(r.rouge1, 2) : "-"} | ${r ? f(r.rouge2, 2) : "-"} | ${r ? f(r.rougeL, 2) : "-"} | ${e.n} |`);
+      const j = judged ? ` ${e.evalRm ? `${f(e.evalRm.meanReward)} +- ${f(e.evalRm.ci95)}` : "-"} |` : "";
+      L.push(`| ${e.model === "pretrained" ? "pretrained (eps = 0)" : e.model} | ${f(e.meanReward)} | +- ${f(e.ci95)} |${j} ${r ? f(r.rouge1, 2) : "-"} | ${r ? f(r.rouge2, 2) : "-"} | ${r ? f(r.rougeL, 2) : "-"} | ${e.n} |`);
     }
+    if (s.evalRm) L.push("", `Evaluation RM: a non-private reward model used only here, trained on ${s.evalRm.trainPairs} gold-labelled pairs of the pretrained model's completions of public prefixes (never on D2; PPO may not train on it); accuracy ${(100 * s.evalRm.heldOutAccuracy).toFixed(1)}% on ${s.evalRm.heldOutPairs} public held-out pairs.`);
     if (s.evals.some((e) => e.rouge)) L.push("", `ROUGE against each held-out review's real continuation (as many tokens as the completion): ${ROUGE_DESCRIPTION}.`);
   }
   L.push("", "## Privacy", "");

@@ -32,6 +32,7 @@ import { trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResul
 import { runSft, type SftResult } from "./stages/sft.js";
 import { runPpo, type PpoResult } from "./stages/ppo.js";
 import { loadDpRewardModel, runRm, runRmOnPreferences, type RmResult } from "./stages/rm.js";
+import { loadEvalRewardModel, trainEvalRewardModel, type EvalRmResult } from "./stages/eval-rm.js";
 import { evaluateModel, type ModelEval } from "./stages/evaluate.js";
 import type { StageHooks } from "./stages/common.js";
 import { cutPrompts, tokenizeRows } from "./tokens.js";
@@ -69,6 +70,8 @@ export interface RunSummary {
   sft?: SftResult;
   /** The DP reward model (scenarios rlhf and reward-model). */
   rm?: RmResult;
+  /** The non-private, test-time-only evaluation reward model (scenario rlhf). */
+  evalRm?: EvalRmResult;
   ppo?: PpoResult;
   evals: ModelEval[];
   privacy: PrivacyReport;
@@ -194,7 +197,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     progress.log(`pretrain: ${pre.reused ? "reused cached model" : `trained in ${pre.wallS.toFixed(0)} s`} (${pre.key}, loss ${pre.finalLoss.toFixed(3)})`);
     const base: BaseModel = { tokenizerDir: pre.tokenizerDir, checkpoint: pre.checkpoint, padId: pre.padId, eosId: pre.eosId };
 
-    const finish = (parts: Pick<RunSummary, "reward" | "sft" | "rm" | "ppo"> & { evals: ModelEval[] }): RunSummary => {
+    const finish = (parts: Pick<RunSummary, "reward" | "sft" | "rm" | "evalRm" | "ppo"> & { evals: ModelEval[] }): RunSummary => {
       const records = verifyLedger(run, plan, true);
       const privacy = privacyReport(plan, records, accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
       run.writeJson("privacy.json", privacy);
@@ -228,6 +231,18 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     run.writeJson("stages/reward.json", rm);
     progress.log(`reward classifier: held-out accuracy ${(100 * rm.heldOutAccuracy).toFixed(1)}% on ${rm.heldOutSize} public reviews${rm.reused ? " (cached)" : ""}`);
     const reward = await loadRewardModel(api, cfg, base, rm);
+    let evalRm: EvalRmResult | undefined;
+    if (cfg.scenario === "rlhf" && cfg.eval.rewardModelPairs > 0) {
+      // Public data only (the classifier's reviews, the pretrained model, the gold labeller): cached across runs.
+      s = Date.now();
+      const pub = roles.classifierTrain.slice(0, cfg.eval.rewardModelPairs);
+      const cutPub = async (recs: typeof pub, label: string) =>
+        cutPrompts(await tokenizeRows(reward, recs.map((r) => cleanReview(r.text)), cfg.rm.promptTokens[1]), cfg.rm.promptTokens, new SeededRng(`${label}/${cfg.data.publicSeed}`)).filter((r) => r.length >= 1);
+      evalRm = await trainEvalRewardModel(api, cfg, base, reward, await cutPub(pub, "eval-rm-prefixes"), await cutPub(roles.rmHeldOut, "rm-held-out"), cacheDir, publicProgress);
+      stageWallS.evalRm = (Date.now() - s) / 1000;
+      run.writeJson("stages/eval-rm.json", evalRm);
+      progress.log(`evaluation reward model (non-private, public pairs only): accuracy ${(100 * evalRm.heldOutAccuracy).toFixed(1)}% on ${evalRm.heldOutPairs} public held-out pairs${evalRm.reused ? " (cached)" : ""}`);
+    }
 
     const ctx: PipelineContext = {
       api, cfg, plan, run, progress, rng: secret.rng.fork("stages"), secretMode: secret.mode, showPrivate: o.showPrivate ?? false,
@@ -285,16 +300,18 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       const prompts = keep.map((i) => cut[i]);
       const references = await reward.decode(keep.map((i) => evRows[i].slice(cut[i].length, cut[i].length + evCfg.maxNewTokens)), base.padId);
       evals = [];
+      const judge = evalRm ? await loadEvalRewardModel(api, cfg, base, evalRm) : undefined;
       for (const [name, ckpt] of [["pretrained", base.checkpoint], ["sft", run.resolve(sft.checkpoint)], ["aligned", run.resolve(ppo.checkpoint)]] as const) {
         progress.log(`evaluate: ${name} on ${prompts.length} held-out prompts`);
-        const ev = await evaluateModel(ctx, name, ckpt, prompts, references);
+        const ev = await evaluateModel(ctx, name, ckpt, prompts, references, judge);
         for (const sm of ev.samples) run.appendJsonl("samples.jsonl", { model: name, ...sm });
         evals.push(ev);
       }
+      await judge?.unload();
       stageWallS.evaluate = (Date.now() - s) / 1000;
       run.markDone("evaluate", { evals });
     }
-    return finish({ reward: rm, sft, ...(rmRes ? { rm: rmRes } : {}), ppo, evals });
+    return finish({ reward: rm, sft, ...(rmRes ? { rm: rmRes } : {}), ...(evalRm ? { evalRm } : {}), ppo, evals });
   } finally {
     if (client) await client.close();
     else await api.unloadModel(REWARD_HANDLE).catch(() => undefined); // a shared worker (sweeps, tests) keeps running

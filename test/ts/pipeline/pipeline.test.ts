@@ -83,6 +83,7 @@ describe("pipeline on a very small preset", () => {
   it("runs the RLHF scenario: a DP reward model on D2 from gold-labelled pairs, then DP-PPO against it, three stages in parallel", async () => {
     const cfg = parseConfig({
       ...TINY, scenario: "rlhf", data: { ...TINY.data, rmFraction: 0.3, rmHeldOut: 6 }, rm: { batchSize: 4, epochs: 1, responseTokens: 3 },
+      eval: { ...TINY.eval, rewardModelPairs: 8 },
     });
     const runDir = join(tmpDir(), "run-rlhf");
     const s = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
@@ -100,6 +101,10 @@ describe("pipeline on a very small preset", () => {
     const [a, b, c] = [roles.d1.ids, roles.d2.ids, roles.d3.ids].map((x: string[]) => new Set(x));
     for (const id of b) expect(a.has(id) || c.has(id)).toBe(false);
     expect(readFileSync(join(runDir, "report.md"), "utf8")).toMatch(/DP reward model \(D2\): accuracy/);
+    // the evaluation reward model: public pairs only, test time only
+    expect(s.evalRm!.trainPairs).toBe(8);
+    for (const e of s.evals) expect(Number.isFinite(e.evalRm!.meanReward)).toBe(true);
+    expect(() => parseConfig({ ...TINY, scenario: "rlhf", ppo: { ...TINY.ppo, reward: "evaluation" } })).toThrow(/ppo.reward: "evaluation" is a test-time model/);
     // resumable like every stage: a completed run is not run again
     const again = await runPipeline({ cfg, runDir, dataDir, cacheDir, api });
     expect(again.rm).toMatchObject(s.rm!);

@@ -15,7 +15,7 @@ export function printSummary(s: RunSummary): void {
   if (s.rm) out.write(`DP reward model accuracy (public held-out pairs${s.reward ? ", gold labeller" : ""}): ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% on ${s.rm.heldOutPairs}, loss ${f(s.rm.heldOutLoss)}\n`);
   if (s.evals.length) {
     out.write(`mean ${s.rm ? "gold " : ""}reward on held-out prompts (95% CI over prompts):\n`);
-    for (const e of s.evals) out.write(`  ${e.model.padEnd(11)} ${f(e.meanReward)} +- ${f(e.ci95)}\n`);
+    for (const e of s.evals) out.write(`  ${e.model.padEnd(11)} ${f(e.meanReward)} +- ${f(e.ci95)}${e.evalRm ? `   (evaluation RM: ${f(e.evalRm.meanReward)} +- ${f(e.evalRm.ci95)})` : ""}\n`);
   }
   for (const st of s.privacy.stages) out.write(`privacy ${st.stage}: epsilon ${f(st.epsilon)} (q ${st.q.toPrecision(3)}, sigma ${f(st.sigma)}, ${st.batchesExecuted} batches x ${st.reuse})\n`);
   out.write(`composed: epsilon ${f(s.privacy.composed.epsilon)}, delta ${s.privacy.composed.delta.toExponential(2)} (${s.privacy.composed.rule})\n`);

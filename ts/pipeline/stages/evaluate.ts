@@ -5,7 +5,7 @@
  */
 import type { PipelineContext } from "../context.js";
 import { modelSpec } from "../context.js";
-import { Generator } from "../../worker/roles.js";
+import { Generator, type RewardModel } from "../../worker/roles.js";
 import { meanRouge } from "../../eval/rouge.js";
 
 export interface ModelEval {
@@ -13,6 +13,8 @@ export interface ModelEval {
   meanReward: number;
   ci95: number;
   n: number;
+  /** Mean reward (95% CI over prompts) by the evaluation reward model (scenario rlhf). */
+  evalRm?: { meanReward: number; ci95: number };
   /** ROUGE-1/2/L F1 x 100 of the completions against the reviews' real continuations (when given). */
   rouge?: { rouge1: number; rouge2: number; rougeL: number };
   samples: { prefix: string; completion: string; reward: number; reference?: string }[];
@@ -37,7 +39,9 @@ export function tQuantile975(df: number): number {
   return 1.96;
 }
 
-export async function evaluateModel(ctx: PipelineContext, name: string, checkpoint: string, prompts: number[][], references?: readonly string[]): Promise<ModelEval> {
+export async function evaluateModel(
+  ctx: PipelineContext, name: string, checkpoint: string, prompts: number[][], references?: readonly string[], evalRm?: RewardModel,
+): Promise<ModelEval> {
   const { cfg, base } = ctx;
   const model = new Generator(ctx.api, `eval-${name}`);
   await model.load(modelSpec(cfg, base, { initCheckpoint: checkpoint }));
@@ -45,13 +49,16 @@ export async function evaluateModel(ctx: PipelineContext, name: string, checkpoi
   const g = await model.generate(prompts, base.padId, {
     maxNewTokens: ev.maxNewTokens, minNewTokens: ev.maxNewTokens, temperature: ev.temperature, topK: 0, seed: 12345 + cfg.data.publicSeed, values: false,
   });
-  const rewards = await ctx.reward.score(prompts.map((p, i) => [...p, ...g.responses[i]]), base.padId);
+  const seqs = prompts.map((p, i) => [...p, ...g.responses[i]]);
+  const rewards = await ctx.reward.score(seqs, base.padId);
+  const byEvalRm = evalRm ? meanCi(await evalRm.score(seqs, base.padId)) : undefined;
   const prefixes = await model.decode(prompts.slice(0, Math.min(ev.samples, prompts.length)), base.padId);
   await model.unload();
   const { mean, ci95 } = meanCi(rewards);
   const rouge = references?.length ? meanRouge(g.texts.map((candidate, i) => ({ candidate, reference: references[i] }))) : undefined;
   return {
     model: name, meanReward: mean, ci95, n: rewards.length,
+    ...(byEvalRm ? { evalRm: { meanReward: byEvalRm.mean, ci95: byEvalRm.ci95 } } : {}),
     ...(rouge ? { rouge: { rouge1: rouge.rouge1, rouge2: rouge.rouge2, rougeL: rouge.rougeL } } : {}),
     samples: prefixes.map((prefix, i) => ({ prefix, completion: g.texts[i], reward: rewards[i], ...(references ? { reference: references[i] } : {}) })),
   };
