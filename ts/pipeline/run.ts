@@ -202,7 +202,9 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       const privacy = privacyReport(plan, records, accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
       run.writeJson("privacy.json", privacy);
       const summary: RunSummary = { runDir: run.dir, plan, pretrain: pre, ...parts, privacy, wallS: (Date.now() - t0) / 1000, stageWallS };
-      run.writeJson("summary.json", { ...summary, runDir: undefined, plan: undefined });
+      // First in the file: whether the run's epsilon holds (DESIGN.md rule 6).
+      const head = { differentiallyPrivate: privacy.differentiallyPrivate, ...(privacy.notPrivateReason ? { notPrivateReason: privacy.notPrivateReason } : {}), epsilon: privacy.composed.epsilon, delta: privacy.composed.delta };
+      run.writeJson("summary.json", { ...head, ...summary, runDir: undefined, plan: undefined });
       writeReport(run, cfg, summary);
       return summary;
     };

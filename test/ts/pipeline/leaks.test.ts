@@ -137,6 +137,10 @@ describe("released outputs of a run", () => {
     const privacy = JSON.parse(readFileSync(join(rep.dir, "privacy.json"), "utf8"));
     expect(privacy.differentiallyPrivate).toBe(false);
     expect(privacy.composed.epsilon).toBe("inf");
+    const summary = JSON.parse(readFileSync(join(rep.dir, "summary.json"), "utf8"));
+    expect(Object.keys(summary).slice(0, 3)).toEqual(["differentiallyPrivate", "notPrivateReason", "epsilon"]);
+    expect(summary.differentiallyPrivate).toBe(false);
+    expect(summary.epsilon).toBe("inf");
     expect(new Set(readJsonl(join(rep.dir, "ledger.jsonl")).map((r) => r.noise))).toEqual(new Set(["seeded"]));
   }, 240_000);
 });
