@@ -59,6 +59,11 @@ async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: Swee
           progress.log(`sweep: eps ${epsLabel(eps)} seed ${seed} already complete, skipped`);
         } else {
           progress.log(`sweep: eps ${epsLabel(eps)} seed ${seed} -> ${dir}`);
+          if (client?.state === "crashed") {
+            // A worker that died between runs loses nothing: every run resumes from its own checkpoints.
+            progress.log("sweep: the worker had crashed; starting a fresh one");
+            await client.restart();
+          }
           await runPipeline({
             cfg: runCfg, runDir: dir, dataDir: o.dataDir, cacheDir: o.cacheDir, progress, api, data, hooks: o.hooks,
             showPrivate: o.showPrivate, stop: o.stop, forceUnlock: o.forceUnlock,

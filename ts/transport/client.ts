@@ -61,6 +61,8 @@ export class WorkerClient implements RpcCaller {
   private _endpoint: string;
   private _handshake: HandshakeReply | undefined;
   private crashListeners: ((e: WorkerCrashedError) => void)[] = [];
+  /** Why the worker last crashed, for calls made after it (a crash with nothing in flight reports to no one). */
+  private lastCrash: WorkerCrashedError | undefined;
 
   private constructor(private readonly opts: WorkerClientOptions, endpoint: string, private readonly spawned: boolean) {
     this._endpoint = endpoint;
@@ -114,7 +116,9 @@ export class WorkerClient implements RpcCaller {
 
   async call<M extends Method>(method: M, request: RequestOf<M>, options: CallOptions = {}): Promise<ReplyOf<M>> {
     if (this._state !== "ready" || !this.channel) {
-      if (this._state === "crashed") throw new WorkerCrashedError(`the worker has crashed; call restart() first`, []);
+      if (this._state === "crashed") {
+        throw new WorkerCrashedError(`the worker crashed earlier${this.lastCrash ? ` (${this.lastCrash.message.split("\n")[0]})` : ""}; restart it first`, []);
+      }
       throw new WorkerClosedError();
     }
     return this.channel.request(method, request, options.timeoutMs ?? this.opts.requestTimeoutMs ?? 600_000) as Promise<ReplyOf<M>>;
@@ -231,6 +235,7 @@ export class WorkerClient implements RpcCaller {
         "Restart the worker (the run can be resumed from its last checkpoint).",
       inFlight,
     );
+    this.lastCrash = err;
     void this.teardown(0, err);
     for (const l of this.crashListeners) l(err);
   }

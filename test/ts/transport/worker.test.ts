@@ -130,6 +130,8 @@ describe("worker lifecycle", () => {
     }
     expect(client.state).toBe("crashed");
     await expect(api.ping()).rejects.toBeInstanceOf(WorkerCrashedError);
+    // a later call says why the worker died, not only that it did
+    await expect(api.ping()).rejects.toThrow(/the worker crashed earlier \(.*SIGKILL.*\); restart it first/);
     const firstSocket = ipcPath(client.endpoint)!;
     await client.restart();
     expect(client.state).toBe("ready");
