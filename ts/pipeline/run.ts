@@ -123,10 +123,14 @@ async function loadPreferenceFile(cfg: Config, dataDir: string, progress: Progre
   return { load, sha256: createHash("sha256").update(readFileSync(file)).digest("hex") };
 }
 
-/** The role sizes of a config: D2 and the reward model's held-out prefixes exist only in scenario rlhf. */
+/**
+ * The IMDb role sizes of a config: D2 and the reward model's held-out prefixes exist only in
+ * scenario rlhf; scenario reward-model takes its private data from the preference file, not IMDb.
+ */
 export function roleSizes(cfg: Config): RoleSizes {
   const rlhf = cfg.scenario === "rlhf";
-  return { ...cfg.data, rmFraction: rlhf ? cfg.data.rmFraction : 0, rmHeldOut: rlhf ? cfg.data.rmHeldOut : 0 };
+  const privateSize = cfg.scenario === "reward-model" ? 0 : cfg.data.privateSize;
+  return { ...cfg.data, privateSize, rmFraction: rlhf ? cfg.data.rmFraction : 0, rmHeldOut: rlhf ? cfg.data.rmHeldOut : 0 };
 }
 
 /** Whether the run directory already holds training progress (then its secret and binding must be there). */

@@ -150,7 +150,7 @@ export function assignRoles(src: ImdbSources, sizes: RoleSizes, key: KeyedRng, d
   if (!(sizes.sftFraction > 0 && sizes.sftFraction < 1)) {
     throw new InvalidArgumentError("data.sftFraction", `must be strictly between 0 and 1, got ${sizes.sftFraction}`);
   }
-  const { kept, removed } = dedupPrivate(src);
+  const { kept, removed } = nD > 0 ? dedupPrivate(src) : { kept: [], removed: { inPublicSets: 0, repeatedPrivate: 0 } };
   const pD = src.train.length ? nD / src.train.length : 0;
   const p1 = pD * sizes.sftFraction;
   const p2 = p1 + pD * (sizes.rmFraction ?? 0);
