@@ -29,8 +29,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { calibrateSigma, resolveAccountant, validateDelta } from "../privacy/index.js";
 import type { Progress } from "../pipeline/progress.js";
-import type { DpSpec, ModelInfo, TrainStepReply } from "../transport/messages.js";
-import { Tensor, type TensorMap } from "../transport/tensor.js";
+import type { DpSpec, ModelInfo, TrainStepReply } from "../protocol/messages.js";
+import { Tensor, type TensorMap } from "../protocol/tensor.js";
 import { DpalignError, InvalidArgumentError } from "../util/errors.js";
 import type { WorkerApi } from "../worker/api.js";
 import { auditScores, defaultKs, type KResult } from "./analysis.js";
@@ -137,15 +137,18 @@ function tinyParameters(e: number, vocab = 258, positions = 8): number {
   return vocab * e + positions * e + 12 * e * e + 15 * e;
 }
 
+/** The DP settings an audit asks of the worker, every one of them set. */
+export type AuditDpSpec = Required<Pick<DpSpec, "enabled" | "noiseMultiplier" | "maxGradNorm" | "expectedBatchSize" | "secureNoise">>;
+
 /** The DpSpec the worker gets: the real engine's, or a broken one. */
-export function engineSpec(broken: BrokenMode, sigma: number, expectedBatchSize: number): DpSpec {
+export function engineSpec(broken: BrokenMode, sigma: number, expectedBatchSize: number): AuditDpSpec {
   const spec = { enabled: true, expectedBatchSize, secureNoise: true };
   if (broken === "noise") return { ...spec, noiseMultiplier: sigma / NOISE_DIVISOR, maxGradNorm: CLIP };
   if (broken === "clip") return { ...spec, noiseMultiplier: (sigma * CLIP) / (CLIP_OFF * CLIP), maxGradNorm: CLIP_OFF * CLIP };
   return { ...spec, noiseMultiplier: sigma, maxGradNorm: CLIP };
 }
 
-function checkReply(r: TrainStepReply, examples: number, dp: DpSpec): void {
+function checkReply(r: TrainStepReply, examples: number, dp: AuditDpSpec): void {
   const close = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
   if (r.examples !== examples || !r.dp || r.noiseMode !== "secure" || !close(r.noiseMultiplier, dp.noiseMultiplier)
     || !close(r.maxGradNorm, dp.maxGradNorm) || !close(r.noiseStd, dp.noiseMultiplier * dp.maxGradNorm)) {

@@ -20,7 +20,7 @@ import * as zmq from "zeromq";
 import { WorkerClient } from "../transport/client.js";
 import { freshIpcEndpoint, ipcPath } from "../transport/endpoint.js";
 import { ProcessSupervisor } from "../transport/supervisor.js";
-import { Tensor } from "../transport/tensor.js";
+import { Tensor } from "../protocol/tensor.js";
 import { ensurePythonEnv, projectRoot, resolvePython } from "../util/python.js";
 import { WorkerApi } from "../worker/api.js";
 

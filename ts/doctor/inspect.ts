@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { PROTOCOL_VERSION } from "../transport/codec.js";
 import { WorkerClient } from "../transport/client.js";
-import { Tensor } from "../transport/tensor.js";
+import { Tensor } from "../protocol/tensor.js";
 import { WorkerApi } from "../worker/api.js";
 import { ensurePythonEnv, projectRoot, resolvePython } from "../util/python.js";
 

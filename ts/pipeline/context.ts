@@ -1,6 +1,6 @@
 /** What every stage receives: the worker API, the config and its plan, the run dir, progress. */
 import type { WorkerApi } from "../worker/api.js";
-import type { DpSpec, ModelSpec, OptimizerSpec } from "../transport/messages.js";
+import type { DpSpec, ModelSpec, OptimizerSpec } from "../protocol/messages.js";
 import type { RewardModel } from "../worker/roles.js";
 import type { Rng } from "../util/rng.js";
 import type { SecretMode } from "./secret.js";

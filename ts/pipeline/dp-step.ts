@@ -10,7 +10,7 @@
  * and are not run again) but never behind it. The checkpoint records the ledger line it follows.
  */
 import { BudgetGuard, PrivacyLedger, type LedgerRecord } from "../privacy/index.js";
-import type { DpSpec, TrainStepReply } from "../transport/messages.js";
+import type { DpSpec, TrainStepReply } from "../protocol/messages.js";
 import { BudgetExceededError, DataError, DpalignError } from "../util/errors.js";
 import type { RunPlan, StagePlan } from "./plan.js";
 import type { RunDir } from "./run-dir.js";

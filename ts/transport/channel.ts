@@ -9,7 +9,7 @@ import * as zmq from "zeromq";
 import { decodeReply, encodeRequest, TensorDecodeError } from "./codec.js";
 import type { CurveClientKeys } from "./curve.js";
 import { ProtocolMismatchError, RequestTimeoutError, WorkerClosedError, WorkerProtocolError, WorkerRequestError } from "./errors.js";
-import type { HandshakeReply, HandshakeRequest } from "./messages.js";
+import type { HandshakeReply, HandshakeRequest, Method, ReplyOf, RequestOf } from "../protocol/messages.js";
 
 export interface ChannelOptions {
   /** CurveZMQ keys for a worker that requires them. */
@@ -67,7 +67,7 @@ export class RpcChannel {
    * WorkerClosedError. Tensors in `body` are sent from their own memory, not copied: do not
    * modify them until the request has settled.
    */
-  request(method: string, body: object, timeoutMs: number): Promise<unknown> {
+  request<M extends Method>(method: M, body: RequestOf<M>, timeoutMs: number): Promise<ReplyOf<M>> {
     if (this._closed) return Promise.reject(new WorkerClosedError());
     const id = this.nextId++;
     let frames: Uint8Array[];
@@ -76,12 +76,13 @@ export class RpcChannel {
     } catch (e) {
       return Promise.reject(e);
     }
-    return new Promise((resolve, reject) => {
+    // The decoded result is the method's reply type: the codec decodes by the same schema.
+    return new Promise<ReplyOf<M>>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new RequestTimeoutError(method, timeoutMs));
       }, timeoutMs);
-      this.pending.set(id, { method, resolve, reject, timer });
+      this.pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject, timer });
       // zeromq.js allows one send in progress per socket: queue them.
       this.sendChain = this.sendChain
         .then(() => this.socket.send(frames))
@@ -92,7 +93,7 @@ export class RpcChannel {
   /** The handshake: a version the worker does not speak becomes ProtocolMismatchError. */
   async handshake(request: HandshakeRequest, timeoutMs: number): Promise<HandshakeReply> {
     try {
-      return (await this.request("handshake", request, timeoutMs)) as HandshakeReply;
+      return await this.request("handshake", request, timeoutMs);
     } catch (e) {
       if (e instanceof WorkerRequestError && e.workerCode === "PROTOCOL_MISMATCH") {
         throw new ProtocolMismatchError(e.message.replace(/^worker handshake: /, ""));

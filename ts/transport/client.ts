@@ -14,13 +14,13 @@
  */
 import { join } from "node:path";
 import { ensurePythonEnv, projectRoot, resolvePython } from "../util/python.js";
-import type { CallOptions, RpcCaller } from "../worker/api.js";
+import type { CallOptions, RpcCaller } from "../protocol/rpc.js";
 import { RpcChannel } from "./channel.js";
 import { PROTOCOL_VERSION } from "./codec.js";
 import { loadClientKeys, type CurveClientKeys } from "./curve.js";
 import { freshIpcEndpoint, ipcPath } from "./endpoint.js";
 import { RequestTimeoutError, WorkerClosedError, WorkerCrashedError, WorkerStartError } from "./errors.js";
-import type { HandshakeReply, Method, ReplyOf, RequestOf } from "./messages.js";
+import type { HandshakeReply, Method, ReplyOf, RequestOf } from "../protocol/messages.js";
 import { ProcessSupervisor, type ExitInfo } from "./supervisor.js";
 
 export type WorkerState = "idle" | "starting" | "ready" | "crashed" | "closing" | "closed";
@@ -121,7 +121,7 @@ export class WorkerClient implements RpcCaller {
       }
       throw new WorkerClosedError();
     }
-    return this.channel.request(method, request, options.timeoutMs ?? this.opts.requestTimeoutMs ?? 600_000) as Promise<ReplyOf<M>>;
+    return this.channel.request(method, request, options.timeoutMs ?? this.opts.requestTimeoutMs ?? 600_000);
   }
 
   /** Stops the worker (shutdown request, then SIGKILL if it lingers) and closes the socket. */

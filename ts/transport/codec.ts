@@ -1,8 +1,8 @@
 /**
  * Encodes Request envelopes and decodes Reply envelopes with protobufjs, reading the schema from
- * proto/ at run time (the .proto file is the one source of truth; nothing is generated on this
- * side). Tensor and TensorBatch fields are converted between `Tensor`/`TensorMap` and wire form by
- * walking the schema, so message shapes in messages.ts stay plain objects.
+ * proto/ at run time (the .proto file is the one source of truth; the types of the messages are
+ * generated from it, see ts/protocol/messages.ts). Tensor and TensorBatch fields are converted
+ * between `Tensor`/`TensorMap` and wire form by walking the schema, so messages stay plain objects.
  *
  * A message is a list of ZeroMQ frames: [envelope, tensor bytes 1, tensor bytes 2, ...]. Each
  * Tensor in the envelope carries its dtype, shape and the index of its frame. Encoding hands each
@@ -12,8 +12,8 @@
 import protobuf from "protobufjs";
 import { join } from "node:path";
 import { projectRoot } from "../util/python.js";
-import { Tensor, isDType, type TensorMap } from "./tensor.js";
-import type { ErrorMessage, Method } from "./messages.js";
+import { Tensor, isDType, type TensorMap } from "../protocol/tensor.js";
+import type { ErrorCode, ErrorMessage, Heartbeat, Method, ReplyBodyOf, ReplyKind, RequestOf } from "../protocol/messages.js";
 
 export const PROTO_FILE = join(projectRoot, "proto", "dpalign", "worker", "v1", "worker.proto");
 
@@ -27,7 +27,7 @@ const TENSOR_BATCH = "dpalign.worker.v1.TensorBatch";
 export const PROTOCOL_VERSION: number = root.lookupEnum("dpalign.worker.v1.ProtocolVersion").values.PROTOCOL_VERSION_CURRENT;
 
 /** Names of Request.method's oneof fields in camelCase: the methods a client can call. */
-export const METHODS: readonly string[] = RequestType.oneofs.method.fieldsArray.map((f) => f.name);
+export const METHODS = RequestType.oneofs.method.fieldsArray.map((f) => f.name) as readonly Method[];
 
 /**
  * A message whose tensors do not match its frames, or an envelope with no result (a bug or a
@@ -111,7 +111,7 @@ function fromWire(type: protobuf.Type, value: Record<string, unknown>, frames: F
 const TO_OBJECT: protobuf.IConversionOptions = { longs: Number, enums: String, defaults: true, arrays: true, objects: true, oneofs: true };
 
 /** Encodes a Request as frames: [envelope, ...the bytes of each tensor in it (views, not copies)]. */
-export function encodeRequest(id: number, method: Method | string, body: object): Uint8Array[] {
+export function encodeRequest<M extends Method>(id: number, method: M, body: RequestOf<M>): Uint8Array[] {
   const field = RequestType.fields[method];
   if (field === undefined || field.partOf !== RequestType.oneofs.method) {
     throw new TypeError(`unknown worker method ${JSON.stringify(method)}; known: ${METHODS.join(", ")}`);
@@ -126,7 +126,7 @@ export function encodeRequest(id: number, method: Method | string, body: object)
 const EMPTY = new Uint8Array(0);
 
 export type DecodedReply =
-  | { id: number; kind: "heartbeat"; heartbeat: { sequence: number; inFlight: number; uptimeS: number } }
+  | { id: number; kind: "heartbeat"; heartbeat: Heartbeat }
   | { id: number; kind: "error"; error: ErrorMessage }
   | { id: number; kind: "result"; method: string; result: unknown };
 
@@ -161,7 +161,7 @@ export function decodeReply(message: Frames | Uint8Array): DecodedReply {
 }
 
 /** A Reply as the worker would send it (for tests and fake workers): [envelope, ...tensor frames]. */
-export function encodeReply(id: number, method: string, body: object): Uint8Array[] {
+export function encodeReply<K extends ReplyKind>(id: number, method: K, body: ReplyBodyOf<K>): Uint8Array[] {
   const rt = ReplyType.fields[method].resolve().resolvedType as protobuf.Type;
   const frames: Uint8Array[] = [EMPTY];
   frames[0] = ReplyType.encode(ReplyType.fromObject({ id, [method]: toWire(rt, body as Record<string, unknown>, frames) })).finish();
@@ -169,14 +169,14 @@ export function encodeReply(id: number, method: string, body: object): Uint8Arra
 }
 
 /** A typed error Reply (for tests and fake workers). */
-export function encodeErrorReply(id: number, code: string, message: string, details: Record<string, string> = {}): Uint8Array {
+export function encodeErrorReply(id: number, code: ErrorCode, message: string, details: Record<string, string> = {}): Uint8Array {
   return ReplyType.encode(ReplyType.fromObject({ id, error: { code, message, details } })).finish();
 }
 
 /** A Request envelope decoded to a plain object, tensors resolved against its frames (for fake workers). */
-export function decodeRequest(frames: Frames): { id: number; method: string; body: Record<string, unknown> } {
+export function decodeRequest(frames: Frames): { id: number; method: Method; body: Record<string, unknown> } {
   const obj = RequestType.toObject(RequestType.decode(frames[0]), TO_OBJECT) as Record<string, unknown> & { id: number; method?: string };
-  const method = obj.method;
+  const method = obj.method as Method | undefined;
   if (method === undefined) throw new TensorDecodeError("request names no method");
   const rt = RequestType.fields[method].resolve().resolvedType as protobuf.Type;
   return { id: obj.id, method, body: fromWire(rt, obj[method] as Record<string, unknown>, frames) as Record<string, unknown> };

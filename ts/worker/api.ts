@@ -2,17 +2,8 @@
  * The typed face of a worker for pipeline code: `await worker.trainStep({...})` reads like a local
  * call. Every method is one request over the transport (see ts/transport/client.ts).
  */
-import type { Method, ReplyOf, RequestOf } from "../transport/messages.js";
-
-export interface CallOptions {
-  /** Per-request timeout in milliseconds; the client's default applies when absent. */
-  timeoutMs?: number;
-}
-
-/** What the API needs from a transport: one typed request/reply call. */
-export interface RpcCaller {
-  call<M extends Method>(method: M, request: RequestOf<M>, options?: CallOptions): Promise<ReplyOf<M>>;
-}
+import type { RequestOf } from "../protocol/messages.js";
+import type { CallOptions, RpcCaller } from "../protocol/rpc.js";
 
 export class WorkerApi {
   constructor(private readonly rpc: RpcCaller) {}

@@ -3,7 +3,7 @@
  * tensors a worker objective reads (py_runtime/dpalign_worker/engine/objectives.py is the other
  * side of this contract). Rows are padded to the longest; lengths travel beside them.
  */
-import { Tensor, type TensorMap } from "../transport/tensor.js";
+import { Tensor, type TensorMap } from "../protocol/tensor.js";
 
 export type Rows = readonly (readonly number[])[];
 

@@ -3,7 +3,7 @@
  * batch builders, so stage code reads `await policy.trainPpo(rows, idx, params, dp, lr)` and never
  * names a handle, a loss or a tensor. Every method is one or a few requests through WorkerApi.
  */
-import type { CheckpointInfo, DpSpec, ModelInfo, ModelSpec, OptimizerSpec, TrainStepReply } from "../transport/messages.js";
+import type { CheckpointInfo, DpSpec, ModelInfo, ModelSpec, OptimizerSpec, TrainStepReply } from "../protocol/messages.js";
 import type { WorkerApi } from "./api.js";
 import { classificationBatch, idsBatch, lmBatch, pairwiseBatch, ppoBatch, queryResponseBatch, T, type PpoRows, type Rows } from "./batches.js";
 

@@ -5,9 +5,10 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Tensor } from "../../../ts/transport/tensor.js";
-import type { Method, ReplyOf, RequestOf, TrainStepReply, TrainStepRequest } from "../../../ts/transport/messages.js";
-import { WorkerApi, type RpcCaller } from "../../../ts/worker/api.js";
+import { Tensor } from "../../../ts/protocol/tensor.js";
+import type { Method, ReplyOf, RequestOf, TrainStepReply, TrainStepRequest } from "../../../ts/protocol/messages.js";
+import type { RpcCaller } from "../../../ts/protocol/rpc.js";
+import { WorkerApi } from "../../../ts/worker/api.js";
 
 export interface FakeCall {
   method: Method;

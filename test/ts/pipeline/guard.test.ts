@@ -5,7 +5,7 @@ import { parseConfig } from "../../../ts/pipeline/config.js";
 import { planRun } from "../../../ts/pipeline/plan.js";
 import { accountantCalibrator } from "../../../ts/pipeline/privacy.js";
 import { BudgetExceededError } from "../../../ts/util/errors.js";
-import type { TrainStepReply } from "../../../ts/transport/messages.js";
+import type { TrainStepReply } from "../../../ts/protocol/messages.js";
 import { tmpDir } from "./helpers.js";
 import { RunIntegrityError } from "../../../ts/pipeline/run-errors.js";
 import { PrivacyLedger } from "../../../ts/privacy/index.js";

@@ -15,7 +15,7 @@ import {
   WorkerProtocolError,
   WorkerRequestError,
 } from "../../../ts/transport/errors.js";
-import { Tensor } from "../../../ts/transport/tensor.js";
+import { Tensor } from "../../../ts/protocol/tensor.js";
 
 interface Received {
   id: number;

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import protobuf from "protobufjs";
 import { decodeReply, decodeRequest, encodeErrorReply, encodeReply, encodeRequest, METHODS, PROTO_FILE, PROTOCOL_VERSION, TensorDecodeError } from "../../../ts/transport/codec.js";
-import { Tensor } from "../../../ts/transport/tensor.js";
+import { Tensor } from "../../../ts/protocol/tensor.js";
+import type { Method, ReplyBodyOf, ReplyOf, RequestOf } from "../../../ts/protocol/messages.js";
 
 const root = protobuf.loadSync(PROTO_FILE);
 const Request = root.lookupType("dpalign.worker.v1.Request");
@@ -9,12 +10,16 @@ const Request = root.lookupType("dpalign.worker.v1.Request");
 const t = Tensor.float32([1, 2, 3, 4, 5, 6], [2, 3]);
 const ids = Tensor.paddedInt64([[1, 2, 3], [4]], 0);
 
-/** One representative body per request method: every message type crosses the codec. */
-const requests: Record<string, object> = {
+/**
+ * One representative body per request method: every message type crosses the codec. Typed by the
+ * generated types (test/ts/protocol/typecheck.test.ts compiles this file), so a schema change that
+ * these bodies no longer fit fails there.
+ */
+const requests: { [M in Method]: RequestOf<M> } = {
   handshake: { protocolVersion: PROTOCOL_VERSION, client: "test", heartbeatIntervalMs: 100 },
   ping: {},
   shutdown: { reason: "done" },
-  echo: { batch: { t, ids }, payload: new Uint8Array([1, 2]), sleepMs: 3, raiseError: "" },
+  echo: { batch: { t, ids }, payload: Buffer.from([1, 2]) /* the codec decodes bytes as Buffers */, sleepMs: 3, raiseError: "" },
   loadModel: {
     handle: "policy",
     spec: { tiny: { nLayer: 2, nHead: 2, nEmbd: 32, nPositions: 64, tokenizerDir: "/tmp/tok" }, lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ["c_attn"] }, valueHead: true, initSeed: 3 },
@@ -40,15 +45,19 @@ describe("protocol codec", () => {
     expect(new Set(Object.keys(requests))).toEqual(new Set(METHODS));
   });
 
-  for (const [method, body] of Object.entries(requests)) {
+  function roundTrip<M extends Method>(method: M, body: RequestOf<M>): void {
     it(`round-trips a ${method} request`, () => {
-      const [envelope] = encodeRequest(42, method, body);
-      const decoded = Request.toObject(Request.decode(envelope), { longs: Number, oneofs: true, defaults: false }) as Record<string, any>;
+      const frames = encodeRequest(42, method, body);
+      const decoded = Request.toObject(Request.decode(frames[0]), { longs: Number, oneofs: true, defaults: false }) as Record<string, unknown>;
       expect(decoded.id).toBe(42);
       expect(decoded.method).toBe(method);
       expect(decoded[method]).toBeDefined();
+      const back = decodeRequest(frames);
+      expect([back.id, back.method]).toEqual([42, method]);
+      expect(back.body).toMatchObject(body as object);
     });
   }
+  for (const method of Object.keys(requests) as Method[]) roundTrip(method, requests[method]);
 
   it("keeps dtype and shape in the envelope and each tensor's bytes in a frame of its own", () => {
     const frames = encodeRequest(1, "echo", { batch: { t, ids } });
@@ -75,10 +84,10 @@ describe("protocol codec", () => {
     expect((body.batch as Record<string, Tensor>).ids.rows()).toEqual(ids.rows());
   });
 
-  const replies: Record<string, object> = {
+  const replies: { [M in Method]?: ReplyOf<M> } = {
     handshake: { protocolVersion: 1, workerVersion: "0.1.0", pid: 7, heartbeatIntervalMs: 1000, capabilities: { pythonVersion: "3.11", torchVersion: "2", device: "cpu", devices: ["cpu"], backends: ["builtin"], methods: ["ping"], packages: { peft: "1" } } },
     ping: { workerTimeS: 1.5 },
-    echo: { batch: { t }, payload: new Uint8Array([9]) },
+    echo: { batch: { t }, payload: Buffer.from([9]) },
     loadModel: { handle: "p", totalParameters: 100, trainableParameters: 10, trainableNames: ["a"], vocabSize: 300, maxPositions: 64, eosTokenId: 1, padTokenId: 0, device: "cpu", backend: "builtin" },
     tokenize: { input_ids: ids },
     trainStep: { step: 3, examples: 5, loss: 0.5, gradNormQuantiles: [0, 1, 2, 3, 4], fractionClipped: 0.2, noiseMultiplier: 1.1, maxGradNorm: 1, dp: true, noiseMode: "secure", noiseSeed: 0, noiseStd: 1.1, metrics: { kl: 0.1 } },
@@ -86,16 +95,17 @@ describe("protocol codec", () => {
     saveCheckpoint: { dir: "/tmp", step: 3, files: ["a.safetensors"], metadata: {} },
   };
 
-  for (const [method, body] of Object.entries(replies)) {
+  function decodes<M extends Method>(method: M, body: ReplyOf<M>): void {
     it(`decodes a ${method} reply`, () => {
-      const decoded = decodeReply(encodeReply(5, method, body));
+      const decoded = decodeReply(encodeReply(5, method, body as unknown as ReplyBodyOf<M>)); // a full reply is a valid body
       expect(decoded.kind).toBe("result");
       if (decoded.kind !== "result") return;
       expect(decoded.id).toBe(5);
       expect(decoded.method).toBe(method);
-      if (method === "tokenize") expect((decoded.result as Record<string, Tensor>).input_ids.rows()).toEqual(ids.rows());
+      expect(decoded.result).toEqual(body);
     });
   }
+  for (const method of Object.keys(replies) as Method[]) decodes(method, replies[method] as ReplyOf<typeof method>);
 
   it("decodes typed errors and heartbeats", () => {
     const Reply = root.lookupType("dpalign.worker.v1.Reply");
@@ -131,7 +141,7 @@ describe("protocol codec", () => {
   });
 
   it("rejects an unknown method and undecodable bytes", () => {
-    expect(() => encodeRequest(1, "fly", {})).toThrow(/unknown worker method "fly"/);
+    expect(() => encodeRequest(1, "fly" as Method, {})).toThrow(/unknown worker method "fly"/);
     expect(() => decodeReply(new Uint8Array([0xff, 0xff, 0xff]))).toThrow();
   });
 });

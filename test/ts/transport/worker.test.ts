@@ -10,7 +10,7 @@ import { WorkerClient } from "../../../ts/transport/client.js";
 import { encodeRequest, decodeReply, PROTOCOL_VERSION } from "../../../ts/transport/codec.js";
 import { ipcPath } from "../../../ts/transport/endpoint.js";
 import { ProtocolMismatchError, RequestTimeoutError, WorkerClosedError, WorkerCrashedError, WorkerRequestError, WorkerStartError } from "../../../ts/transport/errors.js";
-import { Tensor } from "../../../ts/transport/tensor.js";
+import { Tensor } from "../../../ts/protocol/tensor.js";
 import { WorkerApi } from "../../../ts/worker/api.js";
 
 let tcpPort = 27_000 + (process.pid % 2000);

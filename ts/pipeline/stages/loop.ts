@@ -6,7 +6,7 @@
  * --verbose-private), and at commit points the ledger record and then the checkpoint are written.
  * A stage supplies only what differs: how a group of batches is trained.
  */
-import type { TrainStepReply } from "../../transport/messages.js";
+import type { TrainStepReply } from "../../protocol/messages.js";
 import type { PipelineContext } from "../context.js";
 import type { DpStageGuard } from "../dp-step.js";
 import type { StageId } from "../plan.js";

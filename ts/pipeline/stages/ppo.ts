@@ -6,7 +6,7 @@
  * rollout batches from shuffled passes, K epochs of shuffled mini-batches, whitening allowed.
  */
 import { createKlController } from "../../rl/index.js";
-import type { TrainStepReply } from "../../transport/messages.js";
+import type { TrainStepReply } from "../../protocol/messages.js";
 import { Policy, Reference } from "../../worker/roles.js";
 import { effectiveStages } from "../config.js";
 import { adamw, modelSpec, type PipelineContext } from "../context.js";
