@@ -33,6 +33,7 @@ import type { DpSpec, ModelInfo, TrainStepReply } from "../protocol/messages.js"
 import { Tensor, type TensorMap } from "../protocol/tensor.js";
 import { DpalignError, InvalidArgumentError } from "../util/errors.js";
 import type { WorkerApi } from "../worker/api.js";
+import { T } from "../worker/batches.js";
 import { auditScores, defaultKs, type KResult } from "./analysis.js";
 import { flatParameters } from "./safetensors.js";
 
@@ -207,8 +208,8 @@ export async function runAudit(api: WorkerApi, o: AuditOptions): Promise<AuditRe
           batch = members.filter((_, j) => u[j] < q);
         }
         const tensors: TensorMap = batch.length === 0 ? {} : {
-          canary_index: Tensor.int64(batch),
-          canary_scale: Tensor.float32(new Float32Array(batch.length).fill(CANARY_NORM * CLIP)),
+          [T.canaryIndex]: Tensor.int64(batch),
+          [T.canaryScale]: Tensor.float32(new Float32Array(batch.length).fill(CANARY_NORM * CLIP)),
         };
         last = await api.trainStep({ handle: HANDLE, loss: "dirac_canary", batch: tensors, dp, lr, microBatchSize });
         checkReply(last, batch.length, dp);

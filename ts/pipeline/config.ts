@@ -7,6 +7,7 @@ import { parse as parseYaml, YAMLParseError } from "yaml";
 import { z } from "zod";
 import { ConfigError } from "../util/errors.js";
 import { LIMITS } from "../privacy/types.js";
+import { PPO_PARAM_DEFAULTS } from "../protocol/losses.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -214,9 +215,9 @@ export const PpoSchema = z.object({
   rewardStd: PpoFields.rewardStd.default(1),
   gamma: PpoFields.gamma.default(1),
   lam: PpoFields.lam.default(0.95),
-  clipRange: PpoFields.clipRange.default(0.2),
-  clipRangeValue: PpoFields.clipRangeValue.default(0.2),
-  vfCoef: PpoFields.vfCoef.default(0.1),
+  clipRange: PpoFields.clipRange.default(PPO_PARAM_DEFAULTS.clipRange),
+  clipRangeValue: PpoFields.clipRangeValue.default(PPO_PARAM_DEFAULTS.clipRangeValue),
+  vfCoef: PpoFields.vfCoef.default(PPO_PARAM_DEFAULTS.vfCoef),
   promptTokens: PpoFields.promptTokens.default([2, 8]),
   responseTokens: PpoFields.responseTokens.default([4, 16]),
   temperature: PpoFields.temperature.default(1),

@@ -27,6 +27,8 @@ export const T = {
   returns: "returns",
   logprobs: "logprobs",
   values: "values",
+  canaryIndex: "canary_index",
+  canaryScale: "canary_scale",
 } as const;
 
 export function idsBatch(rows: Rows, pad: number, ids: string = T.inputIds, lengths: string = T.lengths): TensorMap {

@@ -3,6 +3,7 @@
  * batch builders, so stage code reads `await policy.trainPpo(rows, idx, params, dp, lr)` and never
  * names a handle, a loss or a tensor. Every method is one or a few requests through WorkerApi.
  */
+import type { PpoParams } from "../protocol/losses.js";
 import type { CheckpointInfo, DpSpec, ModelInfo, ModelSpec, OptimizerSpec, TrainStepReply } from "../protocol/messages.js";
 import type { WorkerApi } from "./api.js";
 import { classificationBatch, idsBatch, lmBatch, pairwiseBatch, ppoBatch, queryResponseBatch, T, type PpoRows, type Rows } from "./batches.js";
@@ -94,19 +95,11 @@ export class Generator extends WorkerModel {
   }
 }
 
-/** PPO's clipped objective: the parameters of the worker's "ppo" loss. */
-export interface PpoParams {
-  clipRange: number;
-  clipRangeValue: number;
-  vfCoef: number;
-}
-
 /** The PPO policy with its value head. */
 export class Policy extends Generator {
   trainPpo(rollout: PpoRows, idx: readonly number[], pad: number, params: PpoParams, o: StepOptions): Promise<TrainStepReply> {
     return this.api.trainStep({
-      handle: this.handle, loss: "ppo", batch: ppoBatch(rollout, idx, pad), ...o,
-      lossParams: { clip_range: params.clipRange, clip_range_value: params.clipRangeValue, vf_coef: params.vfCoef },
+      handle: this.handle, loss: "ppo", batch: ppoBatch(rollout, idx, pad), ...o, ppo: params,
     });
   }
 }

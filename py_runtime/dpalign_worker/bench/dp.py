@@ -31,10 +31,11 @@ import time
 import torch
 
 from ..engine.dp_step import DpConfig, train_step
-from ..engine.models import build_model
+from ..engine.lora import LoraConfig
+from ..engine.models import ModelConfig, build_model
+from ..engine.optim import OptimizerConfig
 from ..engine.noise import SecureGaussian, SeededGaussian
 from ..engine.tokenizer import train_tokenizer
-from ..protocol import worker_pb2 as pb
 
 PRESETS = {
     # name: (n_layer, n_head, n_embd, n_positions, vocab, batch, seq_len)
@@ -100,10 +101,10 @@ def _setup(args):
     return n, length, _batch(n, length, preset[4])
 
 
-def _spec(mode: str, device: str) -> pb.ModelSpec:
-    return pb.ModelSpec(entry_point="dpalign_worker.bench.dp:_factory", device=device,
-                        lora=pb.LoraSpec(rank=4, alpha=8, target_modules=["c_attn"]) if mode == "lora" else None,
-                        train_base=mode == "full")
+def _spec(mode: str, device: str) -> ModelConfig:
+    return ModelConfig(entry_point="dpalign_worker.bench.dp:_factory", device=device,
+                       lora=LoraConfig(rank=4, alpha=8, target_modules=("c_attn",)) if mode == "lora" else LoraConfig(),
+                       train_base=mode == "full")
 
 
 def _configs(n: int) -> dict[str, DpConfig]:
@@ -122,7 +123,7 @@ def _cpu_peak_in_child(args, mode: str, kind: str) -> float:
 def _mem_probe(args) -> None:
     mode, kind = args.mem_probe.split(":")
     n, _, batch = _setup(args)
-    m = build_model("bench", _spec(mode, args.device), args.device, pb.OptimizerSpec(name="adamw", lr=1e-4))
+    m = build_model("bench", _spec(mode, args.device), args.device, OptimizerConfig("adamw", lr=1e-4))
     for _ in range(2):
         train_step(m, "causal_lm", batch, _configs(n)[kind], args.micro_batch, 1e-4)
     print(round(_peak_mb(args.device), 1))
@@ -138,7 +139,7 @@ def run(args) -> list[dict]:
         res = {"preset": args.preset, "device": args.device, "mode": mode, "batch": n, "seq_len": length,
                "micro_batch": args.micro_batch}
         gc.collect()
-        models = {name: build_model("bench", spec, args.device, pb.OptimizerSpec(name="adamw", lr=1e-4))
+        models = {name: build_model("bench", spec, args.device, OptimizerConfig("adamw", lr=1e-4))
                   for name in ("nonprivate", "dp")}
         res["trainable_parameters"] = sum(p.numel() for p in models["dp"].trainable.values())
         res["total_parameters"] = sum(p.numel() for p in models["dp"].model.parameters())
@@ -182,7 +183,7 @@ def noise_rows(args) -> list[dict]:
     targets: list[tuple[str, list[torch.Size]]] = []
     _setup(args)
     for mode in ("lora", "full"):
-        m = build_model("bench", _spec(mode, args.device), args.device, pb.OptimizerSpec(name="adamw", lr=1e-4))
+        m = build_model("bench", _spec(mode, args.device), args.device, OptimizerConfig("adamw", lr=1e-4))
         targets.append((f"{args.preset} {mode}", [p.shape for p in m.trainable.values()]))
         del m
     targets.append(("124M vector", [torch.Size([GPT2_SMALL_PARAMS])]))

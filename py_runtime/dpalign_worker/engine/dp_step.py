@@ -21,7 +21,7 @@ from ..errors import invalid_argument
 from .batch import batch_size, micro_batches
 from .models import LoadedModel
 from .noise import NoiseSource, noise_source
-from .objectives import check_loss_params, get_objective
+from .objectives import LossParams, check_loss_params, get_objective
 from .per_example import _forward_fn, per_example_grads
 
 
@@ -103,14 +103,14 @@ def quantiles(x: torch.Tensor) -> list[float]:
 
 # -- the step ------------------------------------------------------------------------------------
 def train_step(m: LoadedModel, loss: str, raw_batch: dict[str, torch.Tensor], dp: DpConfig,
-               micro_batch_size: int = 0, lr: float = 0.0, loss_params: dict | None = None) -> StepReport:
+               micro_batch_size: int = 0, lr: float = 0.0, loss_params: LossParams | None = None) -> StepReport:
     if m.optimizer is None:
         raise invalid_argument(f"model {m.handle!r} was loaded without an optimizer; it cannot be trained")
     if not math.isfinite(lr) or lr < 0:
         raise invalid_argument("lr must be a finite number >= 0", lr=lr)
     dp.validate()
     objective = get_objective(loss)
-    params_cfg = check_loss_params(loss, loss_params or {})
+    params_cfg = check_loss_params(loss, loss_params)
     # an empty logical batch may come as a TensorBatch without tensors: a valid (noise-only) step
     prepared = objective.prepare(raw_batch, m.pad_id) if raw_batch else {}
     batch = {k: v.to(m.device) for k, v in prepared.items()}

@@ -44,9 +44,9 @@ def ppo_loss(
     advantages: torch.Tensor,
     returns: torch.Tensor,
     mask: torch.Tensor,
-    clip_range: float = 0.2,
-    clip_range_value: float = 0.2,
-    vf_coef: float = 0.1,
+    clip_range: float,
+    clip_range_value: float,
+    vf_coef: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped PPO policy loss plus vf_coef * clipped value loss (as TRL), every input [B, T] over
     response tokens, mask [B, T] 1 on real response tokens. Advantages and returns come from the

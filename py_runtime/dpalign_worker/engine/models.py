@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import invalid_argument, not_found, unsupported_model
 from .heads import ScalarHead
 from .lora import LoraConfig, apply_lora, canonical_name
+from .optim import OptimizerConfig
 
 DTYPES = {"": torch.float32, "float32": torch.float32, "float64": torch.float64,
           "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -110,7 +111,42 @@ class LoadedModel:
         return [n for n, _ in self.model.named_parameters() if n not in self.trainable]
 
 
-def _gpt2_tiny(spec, tokenizer, dtype) -> nn.Module:
+@dataclass(frozen=True)
+class TinyConfig:
+    """The built-in GPT-2-architecture model (TinyModelSpec in worker.proto)."""
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_positions: int = 0            # 0: 256
+    tokenizer_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model as asked for (ModelSpec in worker.proto, converted in handlers/): one source of
+    tiny, hf_path and entry_point, then LoRA, heads and where to put it."""
+    tiny: TinyConfig | None = None
+    hf_path: str = ""
+    entry_point: str = ""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    value_head: bool = False
+    reward_head: bool = False
+    train_base: bool = False
+    init_checkpoint: str = ""
+    device: str = ""                # "": the worker's default device
+    init_seed: int = 0
+    dtype: str = ""                 # "": float32
+
+    def source_kind(self) -> str:
+        kinds = [k for k, on in (("tiny", self.tiny is not None), ("hf_path", bool(self.hf_path)),
+                                 ("entry_point", bool(self.entry_point))) if on]
+        if len(kinds) != 1:
+            raise invalid_argument("a model needs exactly one source: tiny, hf_path or entry_point",
+                                   given=",".join(kinds))
+        return kinds[0]
+
+
+def _gpt2_tiny(spec: TinyConfig, tokenizer, dtype) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     if spec.n_layer == 0 or spec.n_head == 0 or spec.n_embd == 0:
@@ -176,8 +212,9 @@ def _hidden_size(lm: nn.Module) -> int:
     raise unsupported_model("cannot find the model's hidden size (config.hidden_size or input embeddings)")
 
 
-def build_model(handle: str, spec, device: str, optimizer_spec=None, backend: str = "") -> LoadedModel:
-    """Builds a LoadedModel from a ModelSpec protobuf message (or anything with the same fields)."""
+def build_model(handle: str, spec: ModelConfig, device: str, optimizer_spec: OptimizerConfig | None = None,
+                backend: str = "") -> LoadedModel:
+    """Builds a LoadedModel from a ModelConfig, with an optimizer when one is given."""
     dtype = DTYPES.get(spec.dtype)
     if dtype is None:
         raise invalid_argument(f"unknown dtype {spec.dtype!r}", supported=",".join(k for k in DTYPES if k))
@@ -192,12 +229,13 @@ def build_model(handle: str, spec, device: str, optimizer_spec=None, backend: st
         return _build(handle, spec, device, optimizer_spec, backend, dtype)
 
 
-def _build(handle: str, spec, device: str, optimizer_spec, backend: str, dtype) -> LoadedModel:
+def _build(handle: str, spec: ModelConfig, device: str, optimizer_spec: OptimizerConfig | None, backend: str,
+           dtype) -> LoadedModel:
     from . import checkpoint, optim
     from .tokenizer import load_tokenizer
 
-    source_kind = spec.WhichOneof("source") if hasattr(spec, "WhichOneof") else None
-    if source_kind == "tiny":
+    source_kind = spec.source_kind()
+    if spec.tiny is not None:
         tok = load_tokenizer(spec.tiny.tokenizer_dir)
         lm = _gpt2_tiny(spec.tiny, tok, dtype)
         source = {"tiny": {"n_layer": spec.tiny.n_layer, "n_head": spec.tiny.n_head, "n_embd": spec.tiny.n_embd,
@@ -205,16 +243,13 @@ def _build(handle: str, spec, device: str, optimizer_spec, backend: str, dtype) 
     elif source_kind == "hf_path":
         lm, tok = _hf_local(spec.hf_path, dtype)
         source = {"hf_path": spec.hf_path}
-    elif source_kind == "entry_point":
+    else:
         lm, tok = _entry_point(spec.entry_point)
         lm = lm.to(dtype)
         source = {"entry_point": spec.entry_point}
-    else:
-        raise invalid_argument("ModelSpec needs a source: tiny, hf_path or entry_point")
 
     gen = torch.Generator().manual_seed(int(spec.init_seed))
-    lora = LoraConfig(int(spec.lora.rank), float(spec.lora.alpha), float(spec.lora.dropout),
-                      tuple(spec.lora.target_modules))
+    lora = spec.lora
     heads = bool(spec.value_head) or bool(spec.reward_head)
     if heads and not hasattr(lm, "config"):
         raise unsupported_model("value and reward heads need a transformers-style model (with .config and hidden_states)")

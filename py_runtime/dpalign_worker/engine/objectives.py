@@ -2,10 +2,16 @@
 (first dim = example, padding trimmed, pairs packed), `compute` runs the model through a forward
 function and returns the per-example loss [B] and per-example metrics. `compute` is written for a
 batch of B examples and is called with B = 1 under torch.func.vmap for per-example gradients.
+
+LOSS_TENSORS names the request tensors of each loss: the TS side builds them in
+ts/worker/batches.ts (its `T` constants), and test/ts/worker/batch-names.test.ts checks that both
+sides name the same tensors. LOSS_PARAMS gives the parameter class of each loss that has
+parameters (the worker requires every field: the defaults live in the control plane only).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
@@ -18,10 +24,37 @@ Forward = Callable[..., dict]  # forward(input_ids, want=...) -> model outputs
 
 
 @dataclass(frozen=True)
+class PpoParams:
+    """PPO's clipped objective (PpoParams in worker.proto); no defaults here, on purpose."""
+    clip_range: float
+    clip_range_value: float
+    vf_coef: float
+
+
+LossParams = PpoParams  # the union of the parameter classes (one today)
+
+PPO_TENSORS = ("query_ids", "query_lengths", "response_ids", "response_lengths",
+               "old_logprobs", "old_values", "advantages", "returns")
+
+# Request tensors per loss: required ones, then optional ones.
+LOSS_TENSORS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "causal_lm": (("input_ids", "lengths", "loss_mask"), ()),
+    "classification": (("input_ids", "lengths", "labels"), ()),
+    "pairwise_reward": (("chosen_ids", "chosen_lengths", "rejected_ids", "rejected_lengths"), ()),
+    "ppo": (PPO_TENSORS, ()),
+    "dirac_canary": (("canary_index",), ("canary_scale",)),
+}
+
+
+def _required(loss: str) -> tuple[str, ...]:
+    return LOSS_TENSORS[loss][0]
+
+
+@dataclass(frozen=True)
 class Objective:
     name: str
     prepare: Callable[[dict, int], dict]
-    compute: Callable[[Forward, dict, dict], tuple[torch.Tensor, dict]]
+    compute: Callable[[Forward, dict, "LossParams | None"], tuple[torch.Tensor, dict]]
 
 
 def _last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -31,7 +64,7 @@ def _last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 # causal_lm -------------------------------------------------------------------------------------
 def _prep_lm(b: dict, pad_id: int) -> dict:
-    require(b, ("input_ids", "lengths", "loss_mask"), "loss causal_lm")
+    require(b, _required("causal_lm"), "loss causal_lm")
     ids, lengths = b["input_ids"].long(), b["lengths"].long()
     check_lengths(ids, lengths, "input_ids")
     if b["loss_mask"].shape != ids.shape:
@@ -42,20 +75,20 @@ def _prep_lm(b: dict, pad_id: int) -> dict:
     return {"input_ids": ids, "loss_mask": mask}
 
 
-def _lm(fwd: Forward, b: dict, _p: dict):
+def _lm(fwd: Forward, b: dict, _p: None):
     logits = fwd(b["input_ids"], want="logits")["logits"]
     return losses.causal_lm_loss(logits, b["input_ids"], b["loss_mask"]), {}
 
 
 # classification ---------------------------------------------------------------------------------
 def _prep_cls(b: dict, pad_id: int) -> dict:
-    require(b, ("input_ids", "lengths", "labels"), "loss classification")
+    require(b, _required("classification"), "loss classification")
     ids, lengths = b["input_ids"].long(), b["lengths"].long()
     check_lengths(ids, lengths, "input_ids", min_len=1)
     return {"input_ids": trim(ids, lengths), "lengths": lengths, "labels": b["labels"].long()}
 
 
-def _cls(fwd: Forward, b: dict, _p: dict):
+def _cls(fwd: Forward, b: dict, _p: None):
     r = _last(fwd(b["input_ids"], want="rewards")["rewards"], b["lengths"])
     acc = ((r > 0).long() == b["labels"]).float().detach()
     return losses.classification_loss(r, b["labels"]), {"accuracy": acc}
@@ -63,7 +96,7 @@ def _cls(fwd: Forward, b: dict, _p: dict):
 
 # pairwise_reward -------------------------------------------------------------------------------
 def _prep_pair(b: dict, pad_id: int) -> dict:
-    names = ("chosen_ids", "chosen_lengths", "rejected_ids", "rejected_lengths")
+    names = _required("pairwise_reward")
     require(b, names, "loss pairwise_reward")
     c, cl, r, rl = (b[k].long() for k in names)
     check_lengths(c, cl, "chosen_ids", min_len=1)
@@ -77,7 +110,7 @@ def _prep_pair(b: dict, pad_id: int) -> dict:
     return {"pair_ids": torch.stack([fit(c), fit(r)], 1), "pair_lengths": torch.stack([cl, rl], 1)}
 
 
-def _pair(fwd: Forward, b: dict, _p: dict):
+def _pair(fwd: Forward, b: dict, _p: None):
     ids = b["pair_ids"]
     rewards = fwd(ids.reshape(-1, ids.shape[-1]), want="rewards")["rewards"]
     r = _last(rewards, b["pair_lengths"].reshape(-1)).reshape(-1, 2)
@@ -86,10 +119,6 @@ def _pair(fwd: Forward, b: dict, _p: dict):
 
 
 # ppo -------------------------------------------------------------------------------------------
-PPO_TENSORS = ("query_ids", "query_lengths", "response_ids", "response_lengths",
-               "old_logprobs", "old_values", "advantages", "returns")
-
-
 def _prep_ppo(b: dict, pad_id: int) -> dict:
     require(b, PPO_TENSORS, "loss ppo")
     q, ql, r, rl = (b[k].long() for k in PPO_TENSORS[:4])
@@ -108,7 +137,7 @@ def _prep_ppo(b: dict, pad_id: int) -> dict:
     return out
 
 
-def _ppo(fwd: Forward, b: dict, p: dict):
+def _ppo(fwd: Forward, b: dict, p: PpoParams):
     out = fwd(b["seq"], want="logits_values")
     pos = b["resp_pos"]
     logits = out["logits"].gather(1, pos.unsqueeze(-1).expand(*pos.shape, out["logits"].shape[-1]))
@@ -116,14 +145,13 @@ def _ppo(fwd: Forward, b: dict, p: dict):
     logprobs = losses.token_logprobs(logits, b["resp_ids"])
     return losses.ppo_loss(
         logprobs, values, b["old_logprobs"], b["old_values"], b["advantages"], b["returns"], b["mask"],
-        clip_range=p.get("clip_range", 0.2), clip_range_value=p.get("clip_range_value", 0.2),
-        vf_coef=p.get("vf_coef", 0.1),
+        clip_range=p.clip_range, clip_range_value=p.clip_range_value, vf_coef=p.vf_coef,
     )
 
 
 # dirac_canary ------------------------------------------------------------------------------------
 def _prep_canary(b: dict, pad_id: int) -> dict:
-    require(b, ("canary_index",), "loss dirac_canary")
+    require(b, _required("dirac_canary"), "loss dirac_canary")
     idx = b["canary_index"]
     if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
         raise invalid_argument("canary_index must be an integer tensor [n]", shape=list(idx.shape), dtype=str(idx.dtype))
@@ -131,7 +159,7 @@ def _prep_canary(b: dict, pad_id: int) -> dict:
     if idx.numel() and int(idx.min()) < 0:
         raise invalid_argument("canary_index must be >= 0 (an index into the flattened trainable parameters)")
     if "canary_scale" in b:
-        require(b, ("canary_index", "canary_scale"), "loss dirac_canary")
+        require(b, _required("dirac_canary") + LOSS_TENSORS["dirac_canary"][1], "loss dirac_canary")
         scale = b["canary_scale"].float()
         if scale.dim() != 1:
             raise invalid_argument("canary_scale must be [n]", shape=list(scale.shape))
@@ -142,7 +170,7 @@ def _prep_canary(b: dict, pad_id: int) -> dict:
     return {"canary_index": idx, "canary_scale": scale}
 
 
-def _canary(fwd: Forward, b: dict, _p: dict):
+def _canary(fwd: Forward, b: dict, _p: None):
     params = getattr(fwd, "params", None)
     if not params:
         raise invalid_argument("loss dirac_canary needs the trainable parameters, which this backend does not expose")
@@ -164,7 +192,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("dirac_canary", _prep_canary, _canary),
     )
 }
-LOSS_PARAMS = {"ppo": {"clip_range", "clip_range_value", "vf_coef"}}
+LOSS_PARAMS: dict[str, type] = {"ppo": PpoParams}
 
 
 def get_objective(name: str) -> Objective:
@@ -174,10 +202,18 @@ def get_objective(name: str) -> Objective:
     return obj
 
 
-def check_loss_params(name: str, params: dict) -> dict:
-    allowed = LOSS_PARAMS.get(name, set())
-    unknown = set(params) - allowed
-    if unknown:
-        raise invalid_argument(f"loss {name!r} does not take loss_params {sorted(unknown)}",
-                               supported=",".join(sorted(allowed)))
-    return dict(params)
+def check_loss_params(name: str, params: "LossParams | None") -> "LossParams | None":
+    """The loss's parameters, checked: present exactly when the loss takes them, all finite >= 0."""
+    cls = LOSS_PARAMS.get(name)
+    if cls is None:
+        if params is not None:
+            raise invalid_argument(f"loss {name!r} takes no parameters, got {type(params).__name__}")
+        return None
+    if not isinstance(params, cls):
+        raise invalid_argument(f"loss {name!r} needs its parameters ({cls.__name__}: "
+                               f"{', '.join(f.name for f in fields(cls))})")
+    for f in fields(cls):
+        v = getattr(params, f.name)
+        if not math.isfinite(v) or v < 0:
+            raise invalid_argument(f"{name} parameter {f.name} must be a finite number >= 0", value=v)
+    return params

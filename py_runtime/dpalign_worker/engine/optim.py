@@ -4,6 +4,7 @@ of tensors so that checkpoints hold it as safetensors."""
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -62,14 +63,26 @@ class DPAdamW:
             p.add_(update.to(p.dtype), alpha=-lr)
 
 
-def from_spec(spec, params: dict[str, torch.nn.Parameter]):
-    """OptimizerSpec -> (optimizer, json-able spec). Defaults: betas 0.9/0.999, eps 1e-8."""
-    name = spec.name or "adamw"
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """An optimizer as asked for (OptimizerSpec in worker.proto, converted in handlers/). A 0 for
+    beta1, beta2 or eps means the default: 0.9, 0.999, 1e-8."""
+    name: str                   # "adamw" or "sgd"
+    lr: float
+    weight_decay: float = 0.0
+    beta1: float = 0.0
+    beta2: float = 0.0
+    eps: float = 0.0
+    momentum: float = 0.0       # sgd only
+
+
+def from_spec(spec: OptimizerConfig, params: dict[str, torch.nn.Parameter]):
+    """OptimizerConfig -> (optimizer, json-able config with the defaults filled in)."""
+    name = spec.name
     b1 = spec.beta1 or 0.9
     b2 = spec.beta2 or 0.999
     eps = spec.eps or 1e-8
-    cfg = {"name": name, "lr": spec.lr, "weight_decay": spec.weight_decay, "beta1": b1, "beta2": b2,
-           "eps": eps, "momentum": spec.momentum}
+    cfg = dict(asdict(spec), beta1=b1, beta2=b2, eps=eps)
     for k in ("lr", "weight_decay", "eps", "momentum"):
         if not math.isfinite(cfg[k]) or cfg[k] < 0:
             raise invalid_argument(f"optimizer {k} must be a finite number >= 0", value=cfg[k])

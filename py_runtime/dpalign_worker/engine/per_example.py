@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..errors import WorkerError, unsupported_model
-from .objectives import Objective
+from .objectives import LossParams, Objective
 
 
 def _forward_fn(model: nn.Module, params: dict[str, torch.Tensor]):
@@ -30,7 +30,7 @@ def per_example_grads(
     objective: Objective,
     batch: dict[str, torch.Tensor],
     params: dict[str, torch.Tensor],
-    loss_params: dict,
+    loss_params: "LossParams | None",
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
     """Returns ({name: grad [B, *shape]}, losses [B], metrics {name: [B]}) for one micro-batch."""
     detached = {n: p.detach() for n, p in params.items()}

@@ -1,9 +1,16 @@
 """Protobuf handlers of the engine: thin adapters between worker.proto messages and
-dpalign_worker.engine (which knows nothing of protobuf)."""
+dpalign_worker.engine (which knows nothing of protobuf). Each message the engine takes or gives is
+converted here, once each way: ModelSpec, OptimizerSpec, DpSpec and PpoParams to the engine's
+dataclasses, enums to and from their names, StepReport to TrainStepReply."""
 from __future__ import annotations
 
+import dataclasses
+
 from ..engine import checkpoint, dp_step, generation, tokenizer
-from ..engine.models import build_model, model_summary
+from ..engine.lora import LoraConfig
+from ..engine.models import ModelConfig, TinyConfig, build_model, model_summary
+from ..engine.objectives import LossParams, PpoParams
+from ..engine.optim import OptimizerConfig
 from ..errors import invalid_argument, not_found
 from ..protocol import worker_pb2 as pb
 from ..registry import WorkerContext, handler
@@ -17,13 +24,68 @@ def _model(ctx: WorkerContext, handle: str):
     return m
 
 
+def _enum_name(enum, value: int, what: str) -> str:
+    """An enum value's name; the zero value (unspecified) and unknown numbers are refused."""
+    name = enum.Name(value) if value in enum.values() else None
+    if name is None or value == 0:
+        raise invalid_argument(f"{what} is not set or unknown ({value})",
+                               supported=",".join(n for n, v in enum.items() if v != 0))
+    return name
+
+
+def model_config(spec: pb.ModelSpec) -> ModelConfig:
+    t = spec.tiny
+    return ModelConfig(
+        tiny=TinyConfig(t.n_layer, t.n_head, t.n_embd, t.n_positions, t.tokenizer_dir) if spec.HasField("tiny") else None,
+        hf_path=spec.hf_path, entry_point=spec.entry_point,
+        lora=LoraConfig(int(spec.lora.rank), float(spec.lora.alpha), float(spec.lora.dropout),
+                        tuple(spec.lora.target_modules)),
+        value_head=spec.value_head, reward_head=spec.reward_head, train_base=spec.train_base,
+        init_checkpoint=spec.init_checkpoint, device=spec.device, init_seed=int(spec.init_seed), dtype=spec.dtype,
+    )
+
+
+def optimizer_config(spec: pb.OptimizerSpec) -> OptimizerConfig:
+    return OptimizerConfig(
+        name=_enum_name(pb.Optimizer, spec.name, "optimizer name"), lr=spec.lr, weight_decay=spec.weight_decay,
+        beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, momentum=spec.momentum,
+    )
+
+
+def loss_params(req: pb.TrainStepRequest) -> LossParams | None:
+    """The loss's parameters as the engine's dataclass; every field must be set (no defaults here)."""
+    which = req.WhichOneof("params")
+    if which is None:
+        return None
+    if which == "ppo":
+        p = req.ppo
+        missing = [f for f in ("clip_range", "clip_range_value", "vf_coef") if not p.HasField(f)]
+        if missing:
+            raise invalid_argument(f"PpoParams needs every field; missing {missing}")
+        return PpoParams(clip_range=p.clip_range, clip_range_value=p.clip_range_value, vf_coef=p.vf_coef)
+    raise invalid_argument(f"unknown loss parameters {which!r}")
+
+
+def dp_config(dp: pb.DpSpec) -> dp_step.DpConfig:
+    return dp_step.DpConfig(
+        enabled=dp.enabled, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=dp.expected_batch_size, secure_noise=dp.secure_noise, noise_seed=dp.noise_seed,
+    )
+
+
+def step_reply(r: dp_step.StepReport) -> pb.TrainStepReply:
+    fields = dataclasses.asdict(r)
+    fields["noise_mode"] = pb.NoiseMode.Value(r.noise_mode)
+    return pb.TrainStepReply(**fields)
+
+
 @handler("load_model")
 def load_model(req: pb.LoadModelRequest, ctx: WorkerContext) -> pb.ModelInfo:
     if not req.handle:
         raise invalid_argument("load_model needs a handle")
     with ctx.model_lock(req.handle):
-        opt = req.optimizer if req.HasField("optimizer") else None
-        m = build_model(req.handle, req.spec, ctx.device, opt, req.backend)
+        opt = optimizer_config(req.optimizer) if req.HasField("optimizer") else None
+        m = build_model(req.handle, model_config(req.spec), ctx.device, opt, req.backend)
         ctx.models[req.handle] = m
         return pb.ModelInfo(**model_summary(m))
 
@@ -59,20 +121,13 @@ def decode(req: pb.DecodeRequest, ctx: WorkerContext) -> pb.DecodeReply:
 
 @handler("train_step")
 def train_step(req: pb.TrainStepRequest, ctx: WorkerContext) -> pb.TrainStepReply:
-    dp = dp_step.DpConfig(
-        enabled=req.dp.enabled, noise_multiplier=req.dp.noise_multiplier, max_grad_norm=req.dp.max_grad_norm,
-        expected_batch_size=req.dp.expected_batch_size, secure_noise=req.dp.secure_noise,
-        noise_seed=req.dp.noise_seed,
-    )
+    loss = _enum_name(pb.Loss, req.loss, "loss")
+    params = loss_params(req)
     with ctx.model_lock(req.handle):
         m = _model(ctx, req.handle)
-        r = dp_step.train_step(m, req.loss, batch_from_proto(req.batch), dp, int(req.micro_batch_size),
-                               float(req.lr), dict(req.loss_params))
-    return pb.TrainStepReply(
-        step=r.step, examples=r.examples, loss=r.loss, grad_norm_quantiles=r.grad_norm_quantiles,
-        fraction_clipped=r.fraction_clipped, noise_multiplier=r.noise_multiplier, max_grad_norm=r.max_grad_norm,
-        dp=r.dp, noise_mode=r.noise_mode, noise_seed=r.noise_seed, noise_std=r.noise_std, metrics=r.metrics,
-    )
+        r = dp_step.train_step(m, loss, batch_from_proto(req.batch), dp_config(req.dp), int(req.micro_batch_size),
+                               float(req.lr), params)
+    return step_reply(r)
 
 
 @handler("generate")

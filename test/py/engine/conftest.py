@@ -4,13 +4,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpalign_worker.engine.models import build_model
+from dpalign_worker.engine.lora import LoraConfig
+from dpalign_worker.engine.models import ModelConfig, TinyConfig, build_model
+from dpalign_worker.engine.objectives import PpoParams
+from dpalign_worker.engine.optim import OptimizerConfig
 from dpalign_worker.protocol import worker_pb2 as pb
 from dpalign_worker.registry import WorkerContext
 
 # Tiny models gain nothing from intra-op threads, and on shared CPUs OpenMP threads that wait on
 # each other make the suite many times slower under load.
 torch.set_num_threads(1)
+
+# PPO's parameters for tests (the worker has no defaults; the control plane's are the same values).
+PPO = PpoParams(clip_range=0.2, clip_range_value=0.2, vf_coef=0.1)
 
 CORPUS = [
     "the movie was great and the acting was wonderful",
@@ -40,9 +46,20 @@ def tiny_spec(tok_dir: str, lora_rank: int = 4, value_head=False, reward_head=Fa
     )
 
 
+def tiny_config(tok_dir: str, lora_rank: int = 4, value_head=False, reward_head=False, train_base=False,
+                init_checkpoint: str = "", seed: int = 1, targets=("c_attn",), lora_dropout=0.0) -> ModelConfig:
+    """tiny_spec's model as the engine takes it."""
+    return ModelConfig(
+        tiny=TinyConfig(n_layer=2, n_head=2, n_embd=32, n_positions=64, tokenizer_dir=tok_dir),
+        lora=LoraConfig(lora_rank, 8.0, lora_dropout, tuple(targets) if lora_rank else ()),
+        value_head=value_head, reward_head=reward_head, train_base=train_base,
+        init_checkpoint=init_checkpoint, init_seed=seed,
+    )
+
+
 def make_model(tok_dir, optimizer="adamw", **kw):
-    spec = tiny_spec(tok_dir, **kw)
-    opt = pb.OptimizerSpec(name=optimizer, lr=1e-2) if optimizer else None
+    spec = tiny_config(tok_dir, **kw)
+    opt = OptimizerConfig(optimizer, lr=1e-2) if optimizer else None
     return build_model("m", spec, "cpu", opt)
 
 

@@ -30,14 +30,14 @@ def test_per_example_gradient_is_the_dirac_vector(tok_dir, kw):
     scale = torch.tensor([3.0, 10.0, -2.0, 0.5])
     obj = get_objective("dirac_canary")
     grads, losses, _ = per_example_grads(m.model, obj, obj.prepare({"canary_index": idx, "canary_scale": scale}, m.pad_id),
-                                         m.trainable, {})
+                                         m.trainable, None)
     g = flat_grads(grads)
     expected = torch.zeros(4, p)
     expected[torch.arange(4), idx] = -scale
     assert torch.equal(g, expected)
     torch.testing.assert_close(losses, -scale * flat(m)[idx])
     # without canary_scale every canary has norm 1
-    grads, _, _ = per_example_grads(m.model, obj, obj.prepare({"canary_index": idx[:2]}, m.pad_id), m.trainable, {})
+    grads, _, _ = per_example_grads(m.model, obj, obj.prepare({"canary_index": idx[:2]}, m.pad_id), m.trainable, None)
     assert torch.equal(flat_grads(grads).norm(dim=1), torch.ones(2))
 
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import lm_batch, make_model, ppo_batch
+from conftest import PPO, lm_batch, make_model, ppo_batch
 
 from dpalign_worker.engine import checkpoint
 from dpalign_worker.engine.dp_step import DpConfig, train_step
@@ -19,7 +19,7 @@ DP = DpConfig(True, 0.7, 0.5, 4.0, False, 123)
 
 def steps(m, seeds):
     for s in seeds:
-        train_step(m, "ppo", ppo_batch(4, seed=s), DP, 2, lr=1e-2)
+        train_step(m, "ppo", ppo_batch(4, seed=s), DP, 2, lr=1e-2, loss_params=PPO)
 
 
 def test_resume_equals_uninterrupted_run(tok_dir, tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import lm_batch, make_model, perturb_lora, ppo_batch
+from conftest import PPO, lm_batch, make_model, perturb_lora, ppo_batch
 
 from dpalign_worker.engine import dp_step
 from dpalign_worker.engine.dp_step import DpConfig, train_step
@@ -20,7 +20,7 @@ def test_clip_bounds_norms_and_keeps_small_examples(tok_dir):
     m = make_model(tok_dir, value_head=True)
     perturb_lora(m)
     obj = get_objective("causal_lm")
-    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(lm_batch(6), m.pad_id), m.trainable, {})
+    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(lm_batch(6), m.pad_id), m.trainable, None)
     norms = dp_step.per_example_norms(grads)
     c = float(norms.median())  # half the examples above C, half below
     factors, norms2 = dp_step.clip_per_example(grads, c)
@@ -83,12 +83,12 @@ def test_zero_sigma_adds_no_noise_and_scales_by_expected_batch_size(tok_dir):
     perturb_lora(m)
     obj = get_objective("ppo")
     raw = ppo_batch(5, seed=2)
-    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(raw, m.pad_id), m.trainable, {})
+    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(raw, m.pad_id), m.trainable, PPO)
     c, qn = 0.3, 7.5
     factors, _ = dp_step.clip_per_example(grads, c)
     expected = {n: torch.einsum("b,b...->...", factors, g) / qn for n, g in grads.items()}
     before = snapshot(m)
-    r = train_step(m, "ppo", raw, DpConfig(True, 0.0, c, qn, True), lr=1.0)
+    r = train_step(m, "ppo", raw, DpConfig(True, 0.0, c, qn, True), lr=1.0, loss_params=PPO)
     assert r.noise_mode == "none" and r.noise_std == 0.0
     for n, p in m.trainable.items():
         torch.testing.assert_close(before[n] - p.detach(), expected[n], atol=1e-6, rtol=1e-5)
@@ -101,7 +101,8 @@ def test_micro_batches_do_not_change_the_update(tok_dir, loss, make):
     for micro in (0, 2, 3):
         m = make_model(tok_dir, value_head=True)
         perturb_lora(m)
-        r = train_step(m, loss, make(7, seed=4), DpConfig(True, 0.8, 0.05, 7.0, False, 5), micro, lr=1e-2)
+        r = train_step(m, loss, make(7, seed=4), DpConfig(True, 0.8, 0.05, 7.0, False, 5), micro, lr=1e-2,
+                       loss_params=PPO if loss == "ppo" else None)
         results.append((r, {n: p.detach().clone() for n, p in m.trainable.items()}))
     (r0, p0) = results[0]
     for r, p in results[1:]:
@@ -116,7 +117,7 @@ def test_only_lora_and_heads_change(tok_dir):
     m = make_model(tok_dir, value_head=True)
     before = snapshot(m)
     for i in range(2):
-        train_step(m, "ppo", ppo_batch(4, seed=i), DpConfig(True, 1.0, 1.0, 4.0, True), 2, lr=1e-2)
+        train_step(m, "ppo", ppo_batch(4, seed=i), DpConfig(True, 1.0, 1.0, 4.0, True), 2, lr=1e-2, loss_params=PPO)
         train_step(m, "causal_lm", lm_batch(4, seed=i), DpConfig(False, 0, 0, 0), 0, lr=1e-2)
     for n, p in m.model.named_parameters():
         if n in m.trainable:
@@ -141,7 +142,7 @@ def test_nonprivate_mean_gradient_and_clipping(tok_dir):
     perturb_lora(m)
     raw = lm_batch(4, seed=9)
     obj = get_objective("causal_lm")
-    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(raw, m.pad_id), m.trainable, {})
+    grads, _, _ = per_example_grads(m.model, obj, obj.prepare(raw, m.pad_id), m.trainable, None)
     mean = {n: g.mean(0) for n, g in grads.items()}
     norm = float(torch.sqrt(sum(g.pow(2).sum() for g in mean.values())))
     before = snapshot(m)

@@ -52,10 +52,10 @@ def test_train_generate_score_checkpoint(ctx, tok_dir, tmp_path):
         handle="policy", loss="ppo", batch=batch_to_proto(ppo_batch(4)), micro_batch_size=2, lr=1e-3,
         dp=pb.DpSpec(enabled=True, noise_multiplier=1.1, max_grad_norm=0.5, expected_batch_size=4.0,
                      secure_noise=True),
-        loss_params={"clip_range": 0.2, "vf_coef": 0.1},
+        ppo=pb.PpoParams(clip_range=0.2, clip_range_value=0.2, vf_coef=0.1),
     )
     r = h.train_step(req, ctx)
-    assert r.step == 1 and r.examples == 4 and r.dp and r.noise_mode == "secure"
+    assert r.step == 1 and r.examples == 4 and r.dp and r.noise_mode == pb.secure
     assert len(r.grad_norm_quantiles) == 5 and list(r.grad_norm_quantiles) == sorted(r.grad_norm_quantiles)
     assert r.noise_std == pytest.approx(0.55) and r.max_grad_norm == 0.5 and r.noise_multiplier == 1.1
     assert 0 <= r.fraction_clipped <= 1 and {"policy_loss", "value_loss", "clipfrac", "approx_kl"} <= set(r.metrics)
@@ -63,7 +63,7 @@ def test_train_generate_score_checkpoint(ctx, tok_dir, tmp_path):
                                              batch=batch_to_proto(lm_batch(0)),
                                              dp=pb.DpSpec(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0,
                                                           expected_batch_size=3.0, noise_seed=4)), ctx)
-    assert empty.examples == 0 and empty.step == 2 and empty.noise_mode == "seeded" and empty.noise_seed == 4
+    assert empty.examples == 0 and empty.step == 2 and empty.noise_mode == pb.seeded and empty.noise_seed == 4
 
     b = lm_batch(2, width=6)
     g = h.generate(pb.GenerateRequest(handle="policy", max_new_tokens=4, temperature=1.0, seed=1,
@@ -102,8 +102,15 @@ def test_reward_model_and_errors(ctx, tok_dir):
     assert e.value.code == pb.NOT_FOUND
     with pytest.raises(WorkerError) as e:
         h.train_step(pb.TrainStepRequest(handle="rm", loss="ppo", batch=batch_to_proto(ppo_batch(2)),
-                                         loss_params={"beta": 1.0}), ctx)
-    assert "loss_params" in e.value.message
+                                         ppo=pb.PpoParams(clip_range=0.2)), ctx)
+    assert "PpoParams needs every field" in e.value.message and "vf_coef" in e.value.message
+    with pytest.raises(WorkerError) as e:
+        h.train_step(pb.TrainStepRequest(handle="rm", batch=batch_to_proto(ppo_batch(2))), ctx)
+    assert e.value.code == pb.INVALID_ARGUMENT and "loss is not set" in e.value.message
+    with pytest.raises(WorkerError) as e:
+        h.train_step(pb.TrainStepRequest(handle="rm", loss="ppo", batch=batch_to_proto(ppo_batch(2)), lr=1e-3,
+                                         dp=pb.DpSpec(enabled=False)), ctx)
+    assert "needs its parameters" in e.value.message
     with pytest.raises(WorkerError) as e:
         h.load_model(pb.LoadModelRequest(handle="x", spec=tiny_spec(tok_dir, targets=("nothing",))), ctx)
     assert "c_attn" in e.value.details["candidates"]
@@ -116,9 +123,10 @@ def test_empty_tensor_batch_is_a_noise_only_step(ctx, tok_dir):
     load(ctx, tok_dir)
     r = h.train_step(pb.TrainStepRequest(handle="policy", loss="causal_lm", lr=1e-3, dp=pb.DpSpec(
         enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=2.0, secure_noise=True)), ctx)
-    assert r.examples == 0 and r.step == 1 and r.noise_mode == "secure" and list(r.grad_norm_quantiles) == [0.0] * 5
+    assert r.examples == 0 and r.step == 1 and r.noise_mode == pb.secure and list(r.grad_norm_quantiles) == [0.0] * 5
     # a loss that needs a head the model lacks is an INVALID_ARGUMENT, also from inside vmap
     with pytest.raises(WorkerError) as e:
         h.train_step(pb.TrainStepRequest(handle="policy", loss="ppo", batch=batch_to_proto(ppo_batch(2)),
+                                         ppo=pb.PpoParams(clip_range=0.2, clip_range_value=0.2, vf_coef=0.1),
                                          dp=pb.DpSpec(enabled=True, max_grad_norm=1.0, expected_batch_size=2.0)), ctx)
     assert e.value.code == pb.INVALID_ARGUMENT and "value head" in e.value.message

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import lm_batch, make_model, perturb_lora, tiny_spec
+from conftest import lm_batch, make_model, perturb_lora, tiny_config
 from test_per_example import one_at_a_time
 
 from dpalign_worker.engine import checkpoint
@@ -41,8 +41,8 @@ def test_per_example_grads_with_parts(tok_dir):
     perturb_lora(m)
     objective = get_objective("causal_lm")
     batch = objective.prepare(lm_batch(4, seed=7), m.pad_id)
-    grads, _, _ = per_example_grads(m.model, objective, batch, m.trainable, {})
-    ref = one_at_a_time(m, objective, batch, {})
+    grads, _, _ = per_example_grads(m.model, objective, batch, m.trainable, None)
+    ref = one_at_a_time(m, objective, batch, None)
     for n in grads:
         torch.testing.assert_close(grads[n], ref[n], atol=1e-5, rtol=1e-5, msg=n)
 
@@ -51,7 +51,7 @@ def test_merged_checkpoint_matches_adapter(tok_dir, tmp_path):
     m = make_model(tok_dir, targets=("c_attn[q,v]",))
     perturb_lora(m)
     checkpoint.save(m, str(tmp_path / "ck"))
-    merged = build_model("n", tiny_spec(tok_dir, lora_rank=0, init_checkpoint=str(tmp_path / "ck")), "cpu", None)
+    merged = build_model("n", tiny_config(tok_dir, lora_rank=0, init_checkpoint=str(tmp_path / "ck")), "cpu", None)
     ids = lm_batch(2, seed=1)["input_ids"]
     m.model.eval()
     merged.model.eval()

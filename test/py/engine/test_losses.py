@@ -39,5 +39,5 @@ def test_ppo_loss_clipping_and_masking():
     torch.testing.assert_close(m["value_loss"], torch.tensor([0.25]))
     torch.testing.assert_close(loss, torch.tensor([-0.1 + 0.5 * 0.25]))
     torch.testing.assert_close(m["clipfrac"], torch.tensor([0.5]))
-    empty, _ = losses.ppo_loss(lp, vals, old, old_v, adv, ret, torch.zeros(1, 3))
+    empty, _ = losses.ppo_loss(lp, vals, old, old_v, adv, ret, torch.zeros(1, 3), 0.2, 0.2, 0.5)
     assert float(empty) == 0.0

@@ -18,7 +18,7 @@ def test_opacus_matches_builtin(tok_dir):
     perturb_lora(m)
     obj = get_objective("causal_lm")
     batch = obj.prepare(lm_batch(4), m.pad_id)
-    ref, _, _ = per_example_grads(m.model, obj, batch, m.trainable, {})
-    got, _, _ = opacus_backend.per_example_grads(m.model, obj, batch, m.trainable, {})
+    ref, _, _ = per_example_grads(m.model, obj, batch, m.trainable, None)
+    got, _, _ = opacus_backend.per_example_grads(m.model, obj, batch, m.trainable, None)
     for n in ref:
         torch.testing.assert_close(got[n], ref[n], atol=1e-5, rtol=1e-5)

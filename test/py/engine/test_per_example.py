@@ -6,9 +6,10 @@ import types
 
 import pytest
 import torch
-from conftest import cls_batch, lm_batch, make_model, pair_batch, perturb_lora, ppo_batch
+from conftest import PPO, cls_batch, lm_batch, make_model, pair_batch, perturb_lora, ppo_batch
 
 from dpalign_worker.engine.objectives import get_objective
+from dpalign_worker.engine.optim import OptimizerConfig
 from dpalign_worker.engine.per_example import _forward_fn, per_example_grads
 from dpalign_worker.errors import WorkerError
 from dpalign_worker.protocol import worker_pb2 as pb
@@ -39,7 +40,7 @@ def test_per_example_equals_one_at_a_time(tok_dir, loss, make_batch, heads):
     perturb_lora(m)
     objective = get_objective(loss)
     batch = objective.prepare(make_batch(5, seed=3), m.pad_id)
-    params = {"clip_range": 0.2, "clip_range_value": 0.2, "vf_coef": 0.1}
+    params = PPO if loss == "ppo" else None
     grads, losses, _ = per_example_grads(m.model, objective, batch, m.trainable, params)
     ref = one_at_a_time(m, objective, batch, params)
     assert set(grads) == set(ref) and len(grads) > 0
@@ -55,8 +56,8 @@ def test_full_finetuning_per_example(tok_dir):
     m = make_model(tok_dir, lora_rank=0, train_base=True)
     objective = get_objective("causal_lm")
     batch = objective.prepare(lm_batch(3, seed=5), m.pad_id)
-    grads, _, _ = per_example_grads(m.model, objective, batch, m.trainable, {})
-    ref = one_at_a_time(m, objective, batch, {})
+    grads, _, _ = per_example_grads(m.model, objective, batch, m.trainable, None)
+    ref = one_at_a_time(m, objective, batch, None)
     for n in grads:
         torch.testing.assert_close(grads[n], ref[n], atol=1e-5, rtol=1e-5, msg=n)
 
@@ -84,11 +85,12 @@ def test_unvectorisable_module_is_named(tok_dir):
     _branchy_factory.tok_dir = tok_dir
     sys.modules["dpalign_test_branchy"] = types.SimpleNamespace(factory=_branchy_factory)
     from dpalign_worker.engine.dp_step import DpConfig, train_step
-    from dpalign_worker.engine.models import build_model
+    from dpalign_worker.engine.lora import LoraConfig
+    from dpalign_worker.engine.models import ModelConfig, build_model
 
-    spec = pb.ModelSpec(entry_point="dpalign_test_branchy:factory",
-                        lora=pb.LoraSpec(rank=2, alpha=2, target_modules=["c_attn"]))
-    m = build_model("b", spec, "cpu", pb.OptimizerSpec(name="sgd", lr=0.1))
+    spec = ModelConfig(entry_point="dpalign_test_branchy:factory",
+                       lora=LoraConfig(rank=2, alpha=2, target_modules=("c_attn",)))
+    m = build_model("b", spec, "cpu", OptimizerConfig("sgd", lr=0.1))
     with pytest.raises(WorkerError) as e:
         train_step(m, "causal_lm", lm_batch(2), DpConfig(True, 1.0, 1.0, 2.0))
     assert e.value.code == pb.UNSUPPORTED_MODEL

@@ -116,7 +116,7 @@ describe("runPpo with a fake worker", () => {
     }
     for (const s of steps) {
       expect(s.loss).toBe("ppo");
-      expect(s.lossParams).toEqual({ clip_range: 0.2, clip_range_value: 0.2, vf_coef: 0.1 });
+      expect(s.ppo).toEqual({ clipRange: 0.2, clipRangeValue: 0.2, vfCoef: 0.1 });
       expect(s.dp.noiseMultiplier).toBeCloseTo(plan.sigmaEffective * Math.sqrt(2));
       expect(s.dp.expectedBatchSize).toBe(20);
     }

@@ -23,16 +23,16 @@ const requests: { [M in Method]: RequestOf<M> } = {
   loadModel: {
     handle: "policy",
     spec: { tiny: { nLayer: 2, nHead: 2, nEmbd: 32, nPositions: 64, tokenizerDir: "/tmp/tok" }, lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ["c_attn"] }, valueHead: true, initSeed: 3 },
-    optimizer: { name: "adamw", lr: 1e-3, weightDecay: 0.01 },
+    optimizer: { name: "sgd", lr: 1e-3, weightDecay: 0.01 },
   },
   unloadModel: { handle: "policy" },
   trainTokenizer: { texts: ["a b", "c"], vocabSize: 300, outDir: "/tmp/x" },
   tokenize: { handle: "p", texts: ["hello"], maxTokens: 8, appendEos: true },
   decode: { handle: "p", batch: { input_ids: ids, lengths: Tensor.int64([3, 1]) } },
   trainStep: {
-    handle: "p", loss: "causal_lm", batch: { input_ids: ids }, lr: 1e-3, microBatchSize: 4,
+    handle: "p", loss: "ppo", batch: { input_ids: ids }, lr: 1e-3, microBatchSize: 4,
     dp: { enabled: true, noiseMultiplier: 1.1, maxGradNorm: 1, expectedBatchSize: 8, secureNoise: false, noiseSeed: 9 },
-    lossParams: { clip_range: 0.2 },
+    ppo: { clipRange: 0.2, clipRangeValue: 0.3, vfCoef: 0 }, // optional fields: a 0 is sent, not dropped
   },
   generate: { handle: "p", prompts: { input_ids: ids }, maxNewTokens: 8, temperature: 1, topK: 0, topP: 1, seed: 4, returnLogprobs: true },
   scoreSequences: { handle: "p", batch: { input_ids: ids }, logprobs: true, values: true, rewards: false },
@@ -90,7 +90,7 @@ describe("protocol codec", () => {
     echo: { batch: { t }, payload: Buffer.from([9]) },
     loadModel: { handle: "p", totalParameters: 100, trainableParameters: 10, trainableNames: ["a"], vocabSize: 300, maxPositions: 64, eosTokenId: 1, padTokenId: 0, device: "cpu", backend: "builtin" },
     tokenize: { input_ids: ids },
-    trainStep: { step: 3, examples: 5, loss: 0.5, gradNormQuantiles: [0, 1, 2, 3, 4], fractionClipped: 0.2, noiseMultiplier: 1.1, maxGradNorm: 1, dp: true, noiseMode: "secure", noiseSeed: 0, noiseStd: 1.1, metrics: { kl: 0.1 } },
+    trainStep: { step: 3, examples: 5, loss: 0.5, gradNormQuantiles: [0, 1, 2, 3, 4], fractionClipped: 0.2, noiseMultiplier: 1.1, maxGradNorm: 1, dp: true, noiseMode: "seeded", noiseSeed: 0, noiseStd: 1.1, metrics: { kl: 0.1 } },
     generate: { batch: { t }, texts: ["x"] },
     saveCheckpoint: { dir: "/tmp", step: 3, files: ["a.safetensors"], metadata: {} },
   };
@@ -155,5 +155,16 @@ describe("Tensor", () => {
   it("checks byte counts against dtype and shape", () => {
     expect(() => Tensor.fromBytes("float32", [3], new Uint8Array(8))).toThrow(/do not match/);
     expect(Tensor.fromBytes("int64", [0, 4], new Uint8Array(0)).shape).toEqual([0, 4]);
+  });
+});
+
+describe("protocol enums", () => {
+  it("travel as numbers and are read back as their names", () => {
+    const frames = encodeRequest(1, "trainStep", { handle: "p", loss: "dirac_canary" });
+    const wire = Request.toObject(Request.decode(frames[0]), { enums: Number }) as { trainStep: { loss: number } };
+    expect(wire.trainStep.loss).toBe(5);
+    expect(decodeRequest(frames).body.loss).toBe("dirac_canary");
+    const reply = decodeReply(encodeReply(2, "trainStep", { noiseMode: "none" }));
+    expect(reply.kind === "result" && (reply.result as { noiseMode: string }).noiseMode).toBe("none");
   });
 });

@@ -9,7 +9,7 @@ export namespace dpalign {
 
             enum ProtocolVersion {
                 PROTOCOL_VERSION_UNSPECIFIED = 0,
-                PROTOCOL_VERSION_CURRENT = 2
+                PROTOCOL_VERSION_CURRENT = 3
             }
 
             interface ITensor {
@@ -325,8 +325,14 @@ export namespace dpalign {
                 public source?: ("tiny"|"hfPath"|"entryPoint");
             }
 
+            enum Optimizer {
+                optimizer_unspecified = 0,
+                adamw = 1,
+                sgd = 2
+            }
+
             interface IOptimizerSpec {
-                name?: (string|null);
+                name?: (dpalign.worker.v1.Optimizer|null);
                 lr?: (number|null);
                 weightDecay?: (number|null);
                 beta1?: (number|null);
@@ -337,7 +343,7 @@ export namespace dpalign {
 
             class OptimizerSpec implements IOptimizerSpec {
                 constructor(properties?: dpalign.worker.v1.IOptimizerSpec);
-                public name: string;
+                public name: dpalign.worker.v1.Optimizer;
                 public lr: number;
                 public weightDecay: number;
                 public beta1: number;
@@ -482,25 +488,55 @@ export namespace dpalign {
                 public noiseSeed: number;
             }
 
+            enum Loss {
+                loss_unspecified = 0,
+                causal_lm = 1,
+                pairwise_reward = 2,
+                ppo = 3,
+                classification = 4,
+                dirac_canary = 5
+            }
+
+            interface IPpoParams {
+                clipRange?: (number|null);
+                clipRangeValue?: (number|null);
+                vfCoef?: (number|null);
+            }
+
+            class PpoParams implements IPpoParams {
+                constructor(properties?: dpalign.worker.v1.IPpoParams);
+                public clipRange?: (number|null);
+                public clipRangeValue?: (number|null);
+                public vfCoef?: (number|null);
+            }
+
             interface ITrainStepRequest {
                 handle?: (string|null);
-                loss?: (string|null);
+                loss?: (dpalign.worker.v1.Loss|null);
                 batch?: (dpalign.worker.v1.ITensorBatch|null);
                 dp?: (dpalign.worker.v1.IDpSpec|null);
                 microBatchSize?: (number|null);
                 lr?: (number|null);
-                lossParams?: ({ [k: string]: number }|null);
+                ppo?: (dpalign.worker.v1.IPpoParams|null);
             }
 
             class TrainStepRequest implements ITrainStepRequest {
                 constructor(properties?: dpalign.worker.v1.ITrainStepRequest);
                 public handle: string;
-                public loss: string;
+                public loss: dpalign.worker.v1.Loss;
                 public batch?: (dpalign.worker.v1.ITensorBatch|null);
                 public dp?: (dpalign.worker.v1.IDpSpec|null);
                 public microBatchSize: number;
                 public lr: number;
-                public lossParams: { [k: string]: number };
+                public ppo?: (dpalign.worker.v1.IPpoParams|null);
+                public params?: "ppo";
+            }
+
+            enum NoiseMode {
+                noise_mode_unspecified = 0,
+                secure = 1,
+                seeded = 2,
+                none = 3
             }
 
             interface ITrainStepReply {
@@ -512,7 +548,7 @@ export namespace dpalign {
                 noiseMultiplier?: (number|null);
                 maxGradNorm?: (number|null);
                 dp?: (boolean|null);
-                noiseMode?: (string|null);
+                noiseMode?: (dpalign.worker.v1.NoiseMode|null);
                 noiseSeed?: (number|null);
                 noiseStd?: (number|null);
                 metrics?: ({ [k: string]: number }|null);
@@ -528,7 +564,7 @@ export namespace dpalign {
                 public noiseMultiplier: number;
                 public maxGradNorm: number;
                 public dp: boolean;
-                public noiseMode: string;
+                public noiseMode: dpalign.worker.v1.NoiseMode;
                 public noiseSeed: number;
                 public noiseStd: number;
                 public metrics: { [k: string]: number };
