@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Tensor } from "../../../ts/protocol/tensor.js";
 import type { Method, ReplyOf, RequestOf, TrainStepReply, TrainStepRequest } from "../../../ts/protocol/messages.js";
 import type { RpcCaller } from "../../../ts/protocol/rpc.js";
+import { encodeRequest } from "../../../ts/transport/codec.js";
 import { WorkerApi } from "../../../ts/worker/api.js";
 
 export interface FakeCall {
@@ -30,6 +31,7 @@ export class FakeWorker implements RpcCaller {
   }
 
   async call<M extends Method>(method: M, request: RequestOf<M>): Promise<ReplyOf<M>> {
+    encodeRequest(1, method, request); // a field the schema does not have throws here, as it would on the wire
     this.calls.push({ method, request });
     return this.answer(method, request) as ReplyOf<M>;
   }
