@@ -9,6 +9,7 @@ import type { RunPlan } from "./plan.js";
 import type { RunDir } from "./run-dir.js";
 import type { Progress } from "./progress.js";
 import type { Roles } from "./data/roles.js";
+import type { RunTensorBoard } from "./tensorboard.js";
 
 export interface BaseModel {
   /** Tokenizer directory of the tiny model (empty for hf models). */
@@ -38,6 +39,8 @@ export interface PipelineContext {
   base: BaseModel;
   /** The public reward (the sentiment classifier), loaded for scoring. */
   reward: RewardModel;
+  /** --tensorboard: released scalars (epsilon at commit points); private ones only with --verbose-private. */
+  tensorboard?: RunTensorBoard;
 }
 
 export interface StopRequest {

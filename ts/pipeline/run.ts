@@ -39,6 +39,7 @@ import { cutPrompts, tokenizeRows } from "./tokens.js";
 import { privacyReport, type PrivacyReport } from "./privacy-report.js";
 import { ledgerBatches, PRIVACY_LEDGER_FILE, readRunLedger } from "./dp-step.js";
 import { writeReport } from "./report.js";
+import { RunTensorBoard } from "./tensorboard.js";
 
 export const DEFAULT_CACHE_DIR = join(projectRoot, ".dpalign-cache");
 
@@ -59,6 +60,8 @@ export interface RunOptions {
   stop?: StopRequest;
   /** Break a stale lock left by a process that is gone (--force-unlock). */
   forceUnlock?: boolean;
+  /** --tensorboard DIR: event files of released metrics under DIR/<run directory's name>/ (ts/pipeline/tensorboard.ts). */
+  tensorboard?: string;
 }
 
 export interface RunSummary {
@@ -186,6 +189,12 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
   if (prefRoles) run.writeJson("preferences.json", { file: prefs!.load.file, publicHeldOut: prefRoles.heldOut.map((x) => x.id), skipped: prefs!.load.skipped.length });
   progress.log(formatPlan(plan));
   if (o.showPrivate) progress.log("WARNING: --verbose-private prints statistics of private batches; do not publish this output");
+  const tensorboard = o.tensorboard
+    ? new RunTensorBoard(o.tensorboard, run.dir, {
+      verbosePrivate: o.showPrivate ?? false, differentiallyPrivate: plan.dp && secret.mode !== "reproducible", delta: plan.delta,
+      accountant: plan.accountant, calibrator: accountantCalibrator, log: (l) => progress.log(l),
+    })
+    : undefined;
 
   let client: WorkerClient | undefined;
   const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn({ onStderr: (l) => run.appendPrivateJsonl("worker-stderr.jsonl", l) })));
@@ -210,6 +219,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       const head = { differentiallyPrivate: privacy.differentiallyPrivate, ...(privacy.notPrivateReason ? { notPrivateReason: privacy.notPrivateReason } : {}), epsilon: privacy.composed.epsilon, delta: privacy.composed.delta };
       run.writeJson("summary.json", { ...head, ...summary, runDir: undefined, plan: undefined });
       writeReport(run, cfg, summary);
+      tensorboard?.final(summary);
       return summary;
     };
 
@@ -218,6 +228,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       const ctx: PipelineContext = {
         api, cfg, plan, run, progress, rng: secret.rng.fork("stages"), secretMode: secret.mode, showPrivate: o.showPrivate ?? false,
         stop, roles, cacheDir, base, reward: new RewardModel(api, REWARD_HANDLE), // never loaded: no gold labeller in this scenario
+        tensorboard,
       };
       stopBetweenStages(stop, "the DP reward model");
       let rmRes = run.stageResult<RmResult>("rm");
@@ -252,7 +263,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
 
     const ctx: PipelineContext = {
       api, cfg, plan, run, progress, rng: secret.rng.fork("stages"), secretMode: secret.mode, showPrivate: o.showPrivate ?? false,
-      stop, roles, cacheDir, base, reward,
+      stop, roles, cacheDir, base, reward, tensorboard,
     };
     const ppoCfg = cfg.ppo;
     stopBetweenStages(stop, "DP-SFT");

@@ -24,6 +24,8 @@ export interface SweepOptions {
   showPrivate?: boolean;
   stop?: RunOptions["stop"];
   forceUnlock?: boolean;
+  /** --tensorboard DIR: each run writes under DIR/<its directory's name>/. */
+  tensorboard?: string;
 }
 
 export const epsLabel = (e: number) => (Number.isFinite(e) ? String(e) : "inf");
@@ -66,7 +68,7 @@ async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: Swee
           }
           await runPipeline({
             cfg: runCfg, runDir: dir, dataDir: o.dataDir, cacheDir: o.cacheDir, progress, api, data, hooks: o.hooks,
-            showPrivate: o.showPrivate, stop: o.stop, forceUnlock: o.forceUnlock,
+            showPrivate: o.showPrivate, stop: o.stop, forceUnlock: o.forceUnlock, tensorboard: o.tensorboard,
           });
         }
         const s = new RunDir(dir).readJson<{ evals: { model: string; meanReward: number; rouge?: { rougeL: number } }[]; rm?: { heldOutAccuracy: number }; wallS: number }>("summary.json")!;

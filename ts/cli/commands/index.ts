@@ -8,6 +8,7 @@ import { register as pretrain } from "./pretrain.js";
 import { register as data } from "./data.js";
 import { register as privacy } from "./privacy.js";
 import { register as audit } from "./audit.js";
+import { register as exportCmd } from "./export.js";
 
 /**
  * Every CLI command is a module in this folder exporting `register(cli)`; it is listed here once.
@@ -15,4 +16,4 @@ import { register as audit } from "./audit.js";
  */
 export type CommandRegistrar = (cli: Argv) => Argv;
 
-export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data, privacy, audit];
+export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data, privacy, audit, exportCmd];

@@ -11,6 +11,10 @@ export const runControlOptions = {
     type: "boolean", default: false,
     describe: "also print statistics of private batches (loss, reward, KL) while training; such output is private: do not publish it",
   },
+  tensorboard: {
+    type: "string",
+    describe: "write TensorBoard event files of the released metrics (evaluation reward, epsilon spent per stage, wall time) under DIR/<run name>/; private-batch statistics only with --verbose-private",
+  },
   "force-unlock": { type: "boolean", default: false, describe: "break a stale lock left on the run directory by a dpalign process that is no longer running" },
 } as const;
 

@@ -42,7 +42,7 @@ export function register(cli: Argv): Argv {
       const s = await withStopSignals((stop) => runPipeline({
         cfg, runDir: (args.runDir as string | undefined) ?? defaultRunDir(cfg), dataDir: args.dataDir as string | undefined,
         cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
-        showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean,
+        showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
       }));
       printSummary(s);
     },

@@ -30,7 +30,7 @@ export function register(cli: Argv): Argv {
       const root = (args.root as string | undefined) ?? join(projectRoot, "runs", `sweep-${cfg.name}`);
       const { markdown } = await withStopSignals((stop) => runSweep({
         cfg, root, dataDir: args.dataDir as string | undefined, cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(),
-        stop, showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean,
+        stop, showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
       }));
       process.stdout.write(`\n${markdown}\nwritten to ${root}/table.md and table.json\n`);
     },

@@ -52,11 +52,13 @@ export async function dpStageLoop(ctx: PipelineContext, loop: StageLoop, hooks?:
     const res = await loop.runGroup(t, n, check);
     guard.afterBatches(n);
     ctx.run.metric(loop.stage, t, res.metrics);
+    ctx.tensorboard?.privateMetrics(loop.stage, t + n, res.metrics); // writes only with --verbose-private
     t += n;
     ran += n;
     ctx.progress.update(t, ctx.showPrivate && res.info ? `${res.info} (private)` : "");
     if ((group + 1) % loop.groupsPerCommit === 0 || t >= total || ctx.stop.requested) {
       await commitStage(ctx, guard, loop.handle, loop.stage, hooks);
+      ctx.tensorboard?.commit(guard.plan, guard.accounted);
       stopIfRequested(ctx, loop.stage, t, total);
     }
     maybeInterrupt(hooks, loop.stage, ran);
