@@ -37,6 +37,7 @@ export function renderReport(cfg: Config, s: RunSummary): string {
     if (s.evalRm) L.push("", `Evaluation RM: a non-private reward model used only here, trained on ${s.evalRm.trainPairs} gold-labelled pairs of the pretrained model's completions of public prefixes (never on D2; PPO may not train on it); accuracy ${(100 * s.evalRm.heldOutAccuracy).toFixed(1)}% on ${s.evalRm.heldOutPairs} public held-out pairs.`);
     if (s.evals.some((e) => e.rouge)) L.push("", `ROUGE against each held-out review's real continuation (as many tokens as the completion): ${ROUGE_DESCRIPTION}.`);
   }
+  L.push("", CHARTS_BEGIN, CHARTS_END); // filled by ts/pipeline/plot.ts once the charts are rendered
   L.push("", "## Privacy", "");
   L.push(`Target (epsilon, delta) = (${f(s.privacy.target.epsilon, 2)}, ${s.privacy.target.delta.toExponential(3)}), accountant ${s.privacy.accountant}.`, "");
   L.push("| stage | q | sigma (per step) | sigma accounted | C | T_reuse | batches run / planned | epsilon | noise |", "|---|---|---|---|---|---|---|---|---|");
@@ -64,4 +65,25 @@ export function renderReport(cfg: Config, s: RunSummary): string {
 
 export function writeReport(run: RunDir, cfg: Config, s: RunSummary): void {
   writeFileSync(run.path("report.md"), renderReport(cfg, s));
+}
+
+/** Markers around the charts section of report.md and table.md (HTML comments: invisible when empty). */
+export const CHARTS_BEGIN = "<!-- dpalign:charts -->";
+export const CHARTS_END = "<!-- /dpalign:charts -->";
+
+/**
+ * `markdown` with its charts section set to `charts` (links relative to the file): between the
+ * markers when present, else before `before` (a heading), else at the end. Idempotent.
+ */
+export function embedCharts(markdown: string, charts: readonly { file: string; title: string; png?: string }[], before = "## Privacy"): string {
+  const body = charts.length
+    ? ["## Charts", "", ...charts.flatMap((c) => [`![${c.title}](${c.file})`, "", `${c.title}: [SVG](${c.file})${c.png ? ` · [PNG](${c.png})` : ""}`, ""])].join("\n")
+    : "";
+  const section = `${CHARTS_BEGIN}\n${body}${CHARTS_END}`;
+  const i = markdown.indexOf(CHARTS_BEGIN);
+  const j = markdown.indexOf(CHARTS_END, i);
+  if (i >= 0 && j >= 0) return markdown.slice(0, i) + section + markdown.slice(j + CHARTS_END.length);
+  const k = markdown.indexOf(`\n${before}\n`);
+  if (k >= 0) return `${markdown.slice(0, k + 1)}${section}\n\n${markdown.slice(k + 1)}`;
+  return `${markdown.replace(/\n*$/, "")}\n\n${section}\n`;
 }

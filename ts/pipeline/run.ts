@@ -39,6 +39,7 @@ import { cutPrompts, tokenizeRows } from "./tokens.js";
 import { privacyReport, type PrivacyReport } from "./privacy-report.js";
 import { ledgerBatches, PRIVACY_LEDGER_FILE, readRunLedger } from "./dp-step.js";
 import { writeReport } from "./report.js";
+import { plotQuietly } from "./plot.js";
 import { RunTensorBoard } from "./tensorboard.js";
 
 export const DEFAULT_CACHE_DIR = join(projectRoot, ".dpalign-cache");
@@ -210,7 +211,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     progress.log(`pretrain: ${pre.reused ? "reused cached model" : `trained in ${pre.wallS.toFixed(0)} s`} (${pre.key}, loss ${pre.finalLoss.toFixed(3)})`);
     const base: BaseModel = { tokenizerDir: pre.tokenizerDir, checkpoint: pre.checkpoint, padId: pre.padId, eosId: pre.eosId };
 
-    const finish = (parts: Pick<RunSummary, "reward" | "sft" | "rm" | "evalRm" | "ppo"> & { evals: ModelEval[] }): RunSummary => {
+    const finish = async (parts: Pick<RunSummary, "reward" | "sft" | "rm" | "evalRm" | "ppo"> & { evals: ModelEval[] }): Promise<RunSummary> => {
       const records = verifyLedger(run, plan, true);
       const privacy = privacyReport(plan, records, accountantCalibrator, run.path(PRIVACY_LEDGER_FILE));
       run.writeJson("privacy.json", privacy);
@@ -219,6 +220,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       const head = { differentiallyPrivate: privacy.differentiallyPrivate, ...(privacy.notPrivateReason ? { notPrivateReason: privacy.notPrivateReason } : {}), epsilon: privacy.composed.epsilon, delta: privacy.composed.delta };
       run.writeJson("summary.json", { ...head, ...summary, runDir: undefined, plan: undefined });
       writeReport(run, cfg, summary);
+      await plotQuietly(run.dir, (l) => progress.log(l), "run"); // plots/*.svg from released files, embedded in report.md
       tensorboard?.final(summary);
       return summary;
     };
@@ -239,7 +241,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
         run.markDone("rm", rmRes);
       }
       progress.log(`DP reward model: accuracy ${(100 * rmRes.heldOutAccuracy).toFixed(1)}% on ${rmRes.heldOutPairs} public held-out pairs`);
-      return finish({ rm: rmRes, evals: [] });
+      return await finish({ rm: rmRes, evals: [] });
     }
 
     s = Date.now();
@@ -328,7 +330,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
       stageWallS.evaluate = (Date.now() - s) / 1000;
       run.markDone("evaluate", { evals });
     }
-    return finish({ reward: rm, sft, ...(rmRes ? { rm: rmRes } : {}), ...(evalRm ? { evalRm } : {}), ppo, evals });
+    return await finish({ reward: rm, sft, ...(rmRes ? { rm: rmRes } : {}), ...(evalRm ? { evalRm } : {}), ppo, evals });
   } finally {
     if (client) await client.close();
     else await api.unloadModel(REWARD_HANDLE).catch(() => undefined); // a shared worker (sweeps, tests) keeps running

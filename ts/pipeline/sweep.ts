@@ -12,6 +12,7 @@ import { RunDir } from "./run-dir.js";
 import { RunLock } from "./lock.js";
 import { buildTable, renderTable, type SweepCell } from "./table.js";
 import { silentProgress, type Progress } from "./progress.js";
+import { plotQuietly } from "./plot.js";
 
 export interface SweepOptions {
   cfg: Config;
@@ -93,5 +94,6 @@ async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: Swee
   root.writeJson("table.json", table);
   const { writeFileSync } = await import("node:fs");
   writeFileSync(root.path("table.md"), markdown);
+  await plotQuietly(root.dir, (l) => progress.log(l), "sweep"); // plots/*.svg from table.json, linked from table.md
   return { cells, markdown };
 }

@@ -8,6 +8,7 @@ import { register as pretrain } from "./pretrain.js";
 import { register as data } from "./data.js";
 import { register as privacy } from "./privacy.js";
 import { register as audit } from "./audit.js";
+import { register as plot } from "./plot.js";
 import { register as exportCmd } from "./export.js";
 
 /**
@@ -16,4 +17,4 @@ import { register as exportCmd } from "./export.js";
  */
 export type CommandRegistrar = (cli: Argv) => Argv;
 
-export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data, privacy, audit, exportCmd];
+export const commands: CommandRegistrar[] = [doctor, worker, run, demo, sweep, pretrain, data, privacy, audit, exportCmd, plot];
