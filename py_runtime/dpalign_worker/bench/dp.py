@@ -1,52 +1,74 @@
-"""Benchmark: one DP step versus one non-private step on the same logical batch.
+"""Benchmark: dpalign's DP step beside a non-private step and beside Opacus, side by side in one
+process on the same model and batch.
 
     python -m dpalign_worker.bench.dp                      # tiny GPT-2 on CPU
+    python -m dpalign_worker.bench.dp --preset anchor --threads 2 --reps 3   # issue 10's anchor
     python -m dpalign_worker.bench.dp --device cuda --preset gpt2-small
 
-For each of LoRA (rank 4 on c_attn) and full fine-tuning it times the DP step (per-example
-gradients, clipping, noise, DP-AdamW) and the non-private step (ordinary mini-batch gradient,
-AdamW) on the same causal-LM batch, interleaved so both see the same machine load (best of
---reps), reports the ratio, and the peak memory (CUDA: the step's peak allocation above what was
-resident before it; CPU: the peak resident set of a fresh process that builds the model and runs
-two steps of that kind, import overhead included).
+For each of LoRA (rank 4 on c_attn) and full fine-tuning it times, on the same causal-LM batch and
+the same initial weights:
+  nonprivate     dpalign's non-private step (mini-batch gradient, AdamW): the baseline of every ratio
+  dpalign        dpalign's DP step (torch.func per-example gradients, clip, secure noise, DP-AdamW)
+  dpalign+opacus dpalign's DP step with backend "opacus" (Opacus's GradSampleModule hooks for the
+                 per-example gradients; dpalign's clip, noise and optimizer)
+  opacus-hooks   Opacus as a user runs it: GradSampleModule + DPOptimizer(AdamW); LoRA through peft
+                 (so Opacus's own Linear hooks), full fine-tuning on the HF model (its torch.func
+                 fallback for transformers' Conv1D)
+  opacus-functorch  the same with force_functorch=True
+  opacus-ghost   GradSampleModuleFastGradientClipping + DPOptimizerFastGradientClipping, ghost
+                 clipping (two backward passes); where Opacus supports the model's layers
+  peft-nonprivate   a plain AdamW step on the peft model (LoRA only): Opacus's own baseline
+A variant that fails is reported with its error, not dropped. Steps are interleaved (one of each
+variant per round, so all see the same machine load); the table gives the median over --reps.
 
-It then times the add-noise stage alone: drawing N(0, sigma C) for every trainable tensor with the
-secure source (fresh AES-256-CTR key, Box-Muller in float64) and the seeded one (torch's
-generator), for the preset's LoRA and full parameter sets and for one 124M-float vector
-(GPT-2 small's size); median of --noise-reps, interleaved. --noise-only skips the step timings.
+Peak memory: CUDA: the step's peak allocation above what was resident before it. CPU: each variant
+in a fresh process (--mem-probe): one warm-up step, malloc_trim, then the peak resident set
+(VmHWM, reset through /proc/self/clear_refs) of one step above the resident set before it. Python's
+tracemalloc is not used: it does not see torch's allocations.
+
+Noise: dpalign draws its noise from the secure source (AES-256-CTR), Opacus from torch's generator
+(its default, secure_mode=False); the noise stage alone is timed at the end, secure and seeded.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import importlib
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import torch
 
 from ..engine.dp_step import DpConfig, train_step
 from ..engine.lora import LoraConfig
-from ..engine.models import ModelConfig, build_model
-from ..engine.optim import OptimizerConfig
+from ..engine.models import EngineModel, ModelConfig, build_model
 from ..engine.noise import SecureGaussian, SeededGaussian
+from ..engine.objectives import get_objective
+from ..engine.optim import OptimizerConfig
 from ..engine.tokenizer import train_tokenizer
 
 PRESETS = {
     # name: (n_layer, n_head, n_embd, n_positions, vocab, batch, seq_len)
     "tiny": (2, 2, 64, 128, 400, 32, 64),
+    # issue 10's anchor: HF GPT-2 architecture 4 x 256, vocab 8192, batch 64 x 64 (run with --threads 2)
+    "anchor": (4, 4, 256, 128, 8192, 64, 64),
     "gpt2-small": (12, 12, 768, 1024, 50257, 16, 128),  # 124M parameters, random init
 }
+VARIANTS = ("nonprivate", "dpalign", "dpalign+opacus", "opacus-hooks", "opacus-functorch", "opacus-ghost",
+            "peft-nonprivate")
+OPACUS_VARIANTS = {"dpalign+opacus", "opacus-hooks", "opacus-functorch", "opacus-ghost", "peft-nonprivate"}
+LR, SIGMA, C = 1e-4, 1.0, 1.0
 _CURRENT: dict = {}
 
 
-def _factory():
-    """Entry point used by the bench: a GPT-2 of the preset's size (random init, eager attention)."""
+def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     n_layer, n_head, n_embd, n_pos, vocab, _, _ = _CURRENT["preset"]
@@ -54,7 +76,12 @@ def _factory():
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_pytorch_tanh",
                      bos_token_id=vocab - 1, eos_token_id=vocab - 1)
     torch.manual_seed(0)
-    return GPT2LMHeadModel._from_config(cfg, attn_implementation="eager"), _CURRENT["tokenizer"]
+    return GPT2LMHeadModel._from_config(cfg, attn_implementation="eager")
+
+
+def _factory():
+    """Entry point used by the bench: a GPT-2 of the preset's size (random init, eager attention)."""
+    return _gpt2(), _CURRENT["tokenizer"]
 
 
 def _batch(n: int, length: int, vocab: int) -> dict[str, torch.Tensor]:
@@ -68,22 +95,18 @@ def _batch(n: int, length: int, vocab: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "lengths": lengths, "loss_mask": mask}
 
 
-def _peak_mb(device: str) -> float:
+def _sync(device: str) -> None:
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+        torch.cuda.synchronize()
 
 
 def _time(fn, reps: int, device: str) -> float:
     times = []
     for _ in range(reps):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         t = time.perf_counter()
         fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         times.append(time.perf_counter() - t)
     return min(times)
 
@@ -97,6 +120,7 @@ def _setup(args):
 
     # the entry point imports this module by name (not as __main__): configure that copy
     importlib.import_module("dpalign_worker.bench.dp")._CURRENT.update(preset=preset, tokenizer=load_tokenizer(tok_dir))
+    _CURRENT.update(preset=preset)
     n, length = args.batch or preset[5], args.seq_len or preset[6]
     return n, length, _batch(n, length, preset[4])
 
@@ -107,66 +131,211 @@ def _spec(mode: str, device: str) -> ModelConfig:
                        train_base=mode == "full")
 
 
-def _configs(n: int) -> dict[str, DpConfig]:
-    return {"nonprivate": DpConfig(False, 0.0, 0.0, 0.0), "dp": DpConfig(True, 1.0, 1.0, float(n), True)}
+def _dpalign_step(mode: str, kind: str, args, batch, n: int):
+    backend = "opacus" if kind == "dpalign+opacus" else "builtin"
+    m = build_model("bench", _spec(mode, args.device), args.device, OptimizerConfig("adamw", lr=LR), backend)
+    cfg = DpConfig(False) if kind == "nonprivate" else DpConfig(True, SIGMA, C, float(n), True)
+    return lambda: train_step(m, "causal_lm", batch, cfg, args.micro_batch, LR), m.model
 
 
-def _cpu_peak_in_child(args, mode: str, kind: str) -> float:
-    """Peak RSS of a fresh process that builds one model and runs two steps of one kind."""
-    cmd = [sys.executable, "-m", "dpalign_worker.bench.dp", "--preset", args.preset, "--device", args.device,
-           "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--micro-batch", str(args.micro_batch),
-           "--threads", str(args.threads), "--mem-probe", f"{mode}:{kind}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+def _opacus_step(mode: str, kind: str, args, batch, n: int):
+    """Opacus as its documentation runs it, on the same GPT-2 weights (peft LoRA for LoRA)."""
+    lm = _gpt2()
+    if mode == "lora":
+        from peft import LoraConfig as PeftLora, get_peft_model
+
+        lm = get_peft_model(lm, PeftLora(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["c_attn"],
+                                         fan_in_fan_out=True))
+    else:
+        for p in lm.parameters():
+            p.requires_grad_(True)
+    model = EngineModel(lm, 0, False, False).to(args.device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    objective = get_objective("causal_lm")
+    pb = objective.prepare(batch, 1)
+    pb = {k: v.to(args.device) for k, v in pb.items()}
+    ids = pb["input_ids"]
+    # HF's default position ids are [1, L]; Opacus needs the batch as first dimension of every input
+    pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids).contiguous()
+    base = torch.optim.AdamW(params, lr=LR)
+    if kind == "peft-nonprivate":
+        def plain():
+            base.zero_grad(set_to_none=True)
+            losses, _ = objective.compute(lambda x, want="logits": model(x, want=want), pb, None)
+            losses.mean().backward()
+            base.step()
+            base.zero_grad(set_to_none=True)
+        return plain, model
+    if kind == "opacus-ghost":
+        from opacus.grad_sample import GradSampleModuleFastGradientClipping
+        from opacus.optimizers import DPOptimizerFastGradientClipping
+        from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+        gsm = GradSampleModuleFastGradientClipping(model, batch_first=True, loss_reduction="mean",
+                                                   max_grad_norm=C, use_ghost_clipping=True)
+        opt = DPOptimizerFastGradientClipping(base, noise_multiplier=SIGMA, max_grad_norm=C,
+                                              expected_batch_size=n, loss_reduction="mean")
+
+        def ghost():
+            opt.zero_grad(set_to_none=True)
+            losses, _ = objective.compute(lambda x, want="logits": gsm(x, want=want, position_ids=pos), pb, None)
+            DPTensorFastGradientClipping(gsm, opt, losses, "mean").backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)  # release per-sample state: nothing is held between steps
+        return ghost, model
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean", force_functorch=kind == "opacus-functorch")
+    opt = DPOptimizer(base, noise_multiplier=SIGMA, max_grad_norm=C, expected_batch_size=n, loss_reduction="mean")
+
+    def hooks():
+        opt.zero_grad(set_to_none=True)
+        losses, _ = objective.compute(lambda x, want="logits": gsm(x, want=want, position_ids=pos), pb, None)
+        losses.mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)  # releases grad_sample and summed_grad, as dpalign's step does
+    return hooks, model
+
+
+def _make(mode: str, kind: str, args, batch, n: int):
+    if kind in ("nonprivate", "dpalign", "dpalign+opacus"):
+        return _dpalign_step(mode, kind, args, batch, n)
+    return _opacus_step(mode, kind, args, batch, n)
+
+
+def _variants(args, mode: str) -> list[str]:
+    from ..engine.opacus_backend import available
+
+    want = [v for v in VARIANTS if (v in args.variants or "all" in args.variants)]
+    if mode == "full":
+        want = [v for v in want if v != "peft-nonprivate"]
+    if not available():
+        want = [v for v in want if v not in OPACUS_VARIANTS]
+    return want
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _cpu_step_peak_mb(fn) -> float:
+    """Peak resident set of one step above the resident set before it (after one warm-up step)."""
+    fn()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    before = _rss_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current resident set
+        f.write("5")
+    fn()
+    return (_rss_kb("VmHWM") - before) / 1024
 
 
 def _mem_probe(args) -> None:
     mode, kind = args.mem_probe.split(":")
     n, _, batch = _setup(args)
-    m = build_model("bench", _spec(mode, args.device), args.device, OptimizerConfig("adamw", lr=1e-4))
-    for _ in range(2):
-        train_step(m, "causal_lm", batch, _configs(n)[kind], args.micro_batch, 1e-4)
-    print(round(_peak_mb(args.device), 1))
+    fn, _ = _make(mode, kind, args, batch, n)
+    print(round(_cpu_step_peak_mb(fn), 1))
+
+
+def _cpu_peak_in_child(args, mode: str, kind: str) -> float | str:
+    cmd = [sys.executable, "-m", "dpalign_worker.bench.dp", "--preset", args.preset, "--device", args.device,
+           "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--micro-batch", str(args.micro_batch),
+           "--threads", str(args.threads), "--mem-probe", f"{mode}:{kind}"]
+    # the child runs this very package (not whatever an editable install points at)
+    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([pkg_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        print(f"bench:dp: memory probe {mode}:{kind} failed: {r.stderr.strip()[-400:]}", file=sys.stderr)
+        return "failed"
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text[:160]
 
 
 def run(args) -> list[dict]:
     n, length, batch = _setup(args)
-    configs = _configs(n)
     rows = []
     cuda = args.device.startswith("cuda")
-    for mode in ("lora", "full"):
-        spec = _spec(mode, args.device)
-        res = {"preset": args.preset, "device": args.device, "mode": mode, "batch": n, "seq_len": length,
-               "micro_batch": args.micro_batch}
+    for mode in args.modes:
         gc.collect()
-        models = {name: build_model("bench", spec, args.device, OptimizerConfig("adamw", lr=1e-4))
-                  for name in ("nonprivate", "dp")}
-        res["trainable_parameters"] = sum(p.numel() for p in models["dp"].trainable.values())
-        res["total_parameters"] = sum(p.numel() for p in models["dp"].model.parameters())
-        steps = {name: (lambda m=models[name], cfg=cfg: train_step(m, "causal_lm", batch, cfg, args.micro_batch, 1e-4))
-                 for name, cfg in configs.items()}
-        for _ in range(args.warmup):
-            for fn in steps.values():
-                fn()
-        times = {name: [] for name in steps}
-        for _ in range(args.reps):  # interleaved, so both see the same machine load
-            for name, fn in steps.items():
-                times[name].append(_time(fn, 1, args.device))
-        for name in steps:
-            res[f"{name}_s"] = min(times[name])  # least disturbed by other processes on shared CPUs
-            if cuda:
-                torch.cuda.synchronize()
-                base = torch.cuda.memory_allocated()
-                torch.cuda.reset_peak_memory_stats()
-                steps[name]()
-                torch.cuda.synchronize()
-                res[f"{name}_peak_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+        steps, errors, models = {}, {}, {}
+        for kind in _variants(args, mode):
+            try:
+                fn, model = _make(mode, kind, args, batch, n)
+                for _ in range(max(1, args.warmup)):  # the first step shows whether it runs at all
+                    fn()
+                steps[kind], models[kind] = fn, model
+            except Exception as exc:  # reported, not dropped
+                errors[kind] = _short(exc)
+        times = {k: [] for k in steps}
+        for _ in range(args.reps):  # interleaved, so every variant sees the same machine load
+            for kind, fn in steps.items():
+                times[kind].append(_time(fn, 1, args.device))
+        base = statistics.median(times["nonprivate"]) if "nonprivate" in times else float("nan")
+        for kind in _variants(args, mode):
+            trainable = (sum(p.numel() for p in models[kind].parameters() if p.requires_grad)
+                         if kind in models else 0)
+            r = {"preset": args.preset, "device": args.device, "mode": mode, "variant": kind, "batch": n,
+                 "seq_len": length, "threads": torch.get_num_threads(), "reps": args.reps, "trainable": trainable}
+            if kind in errors:
+                r["error"] = errors[kind]
             else:
-                res[f"{name}_peak_mb"] = _cpu_peak_in_child(args, mode, name)
-        del models, steps
-        res["ratio"] = res["dp_s"] / res["nonprivate_s"]
-        rows.append(res)
+                med = statistics.median(times[kind])
+                r.update(median_s=med, min_s=min(times[kind]), ratio=med / base)
+                if args.no_mem:
+                    pass
+                elif cuda:
+                    _sync(args.device)
+                    resident = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                    steps[kind]()
+                    _sync(args.device)
+                    r["peak_mb"] = round((torch.cuda.max_memory_allocated() - resident) / 2**20, 1)
+                else:
+                    r["peak_mb"] = _cpu_peak_in_child(args, mode, kind)
+            rows.append(r)
+        del steps, models
     return rows
+
+
+def print_rows(rows: list[dict], args) -> None:
+    cuda = args.device.startswith("cuda")
+    mem = "peak MB above resident (CUDA allocator)" if cuda else "peak RSS MB above resident (fresh process)"
+    r0 = rows[0]
+    print(f"dpalign bench:dp  preset={args.preset} device={args.device} batch={r0['batch']} seq_len={r0['seq_len']} "
+          f"micro_batch={args.micro_batch or 'all'} threads={r0['threads']} reps={args.reps} (median) "
+          f"torch={torch.__version__} opacus={_opacus_version()}")
+    print(f"{'mode':<6}{'variant':<18}{'trainable':>12}{'median s':>10}{'min s':>9}{'x non-private':>15}  {mem}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['mode']:<6}{r['variant']:<18}{'':>12}  does not run: {r['error']}")
+            continue
+        peak = r.get("peak_mb", "-")
+        peak = f"{peak:.0f}" if isinstance(peak, float) else str(peak)
+        print(f"{r['mode']:<6}{r['variant']:<18}{r['trainable']:>12,}{r['median_s']:>10.4f}{r['min_s']:>9.4f}"
+              f"{r['ratio']:>14.2f}x  {peak}")
+
+
+def _opacus_version() -> str:
+    try:
+        import opacus
+
+        return opacus.__version__
+    except ImportError:
+        return "not installed"
 
 
 GPT2_SMALL_PARAMS = 124_439_808  # GPT-2 small (124M), tied embeddings counted once
@@ -215,21 +384,38 @@ def print_noise(rows: list[dict]) -> None:
               f"{r['ratio']:>14.2f}x{r['floats'] / r['secure_s'] / 1e6:>17.1f}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--batch", type=int, default=0, help="examples in the logical batch (default: preset's)")
     ap.add_argument("--seq-len", type=int, default=0)
-    ap.add_argument("--micro-batch", type=int, default=0, help="physical micro-batch size (0: whole batch)")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--micro-batch", type=int, default=0, help="physical micro-batch size, dpalign's variants (0: whole batch)")
+    ap.add_argument("--reps", type=int, default=5, help="timed steps of each variant (median)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
+    ap.add_argument("--variants", nargs="+", default=["all"], choices=["all", *VARIANTS],
+                    help="which variants (nonprivate is the baseline of the ratios)")
+    ap.add_argument("--no-mem", action="store_true", help="skip the peak-memory probes (one fresh process per variant)")
     ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     ap.add_argument("--noise-reps", type=int, default=9, help="repetitions of the noise timings (median; a third for 124M on CPU)")
     ap.add_argument("--noise-only", action="store_true", help="time only the add-noise stage (secure vs seeded)")
+    ap.add_argument("--no-noise", action="store_true", help="skip the add-noise stage timings")
     ap.add_argument("--mem-probe", default="", help=argparse.SUPPRESS)  # internal: MODE:KIND in a fresh process
     args = ap.parse_args(argv)
+    if "nonprivate" not in args.variants and "all" not in args.variants:
+        args.variants = ["nonprivate", *args.variants]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # Opacus's hooks see token ids that need no gradient, and its ghost mode asks CPU autocast for
+    # float32: both warn on every step.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    warnings.filterwarnings("ignore", message="CPU Autocast only supports")
+    warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mem_probe:
@@ -244,22 +430,15 @@ def main(argv: list[str] | None = None) -> None:
             print_noise(rows)
         return
     rows = run(args)
-    noise = noise_rows(args)
+    noise = [] if args.no_noise else noise_rows(args)
     if args.json:
         for r in rows + noise:
             print(json.dumps(r))
         return
-    mem = "step peak MB above resident weights" if args.device.startswith("cuda") else "peak RSS MB of a fresh process"
-    print(f"dpalign bench:dp  preset={args.preset} device={args.device} batch={rows[0]['batch']} "
-          f"seq_len={rows[0]['seq_len']} micro_batch={args.micro_batch or 'all'} torch={torch.__version__} "
-          f"threads={torch.get_num_threads()}")
-    print(f"{'mode':<6}{'trainable':>12}{'non-private s':>15}{'DP s':>10}{'DP/non-private':>16}"
-          f"{'  ' + mem + ' (non-private / DP)'}")
-    for r in rows:
-        print(f"{r['mode']:<6}{r['trainable_parameters']:>12,}{r['nonprivate_s']:>15.4f}{r['dp_s']:>10.4f}"
-              f"{r['ratio']:>15.2f}x  {r['nonprivate_peak_mb']:.0f} / {r['dp_peak_mb']:.0f}")
-    print()
-    print_noise(noise)
+    print_rows(rows, args)
+    if noise:
+        print()
+        print_noise(noise)
 
 
 if __name__ == "__main__":
