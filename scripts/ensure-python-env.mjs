@@ -37,8 +37,13 @@ const want = hash.digest("hex");
 if (existsSync(python) && existsSync(stamp) && readFileSync(stamp, "utf8").trim() === want) process.exit(0);
 
 // pip's output is kept and shown only when a step fails (it is noisy with an offline mirror).
-function run(cmd, args) {
+function run(cmd, args, optional = false) {
   const r = spawnSync(cmd, args, { stdio: ["ignore", "pipe", "pipe"], cwd: root, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  if (optional && (r.error || r.status !== 0)) {
+    process.stderr.write((r.stdout ?? "") + (r.stderr ?? ""));
+    console.error(`dpalign: could not install the optional Opacus backend (\`${cmd} ${args.join(" ")}\`); continuing without it`);
+    return;
+  }
   if (r.error) {
     console.error(`dpalign: could not run ${cmd}: ${r.error.message}. Install Python 3.11 (python3 with venv) or set DPALIGN_PYTHON.`);
     process.exit(1);
@@ -58,7 +63,7 @@ run(pip[0], [...pip.slice(1), "-r", "requirements.txt"]);
 run(pip[0], [...pip.slice(1), "--no-deps", "--no-build-isolation", "-e", "py_runtime"]);
 if (opacusWheel) {
   console.log(`dpalign: installing the optional Opacus backend from ${wheels}`);
-  run(pip[0], [...pip.slice(1), "--find-links", wheels, "opacus"]);
+  run(pip[0], [...pip.slice(1), "--find-links", wheels, "opacus"], true); // optional: the demo runs without it
 }
 writeFileSync(stamp, want + "\n");
 console.log("dpalign: Python environment ready");
