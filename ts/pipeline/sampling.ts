@@ -33,3 +33,19 @@ export function shuffledBatches(n: number, size: number, rng: Rng): number[][] {
   for (let i = 0; i < n; i += size) out.push(idx.slice(i, i + size));
   return out;
 }
+
+/**
+ * Non-private public-data training: fixed-size batches from a seeded order of [0, n), reshuffled
+ * whenever fewer than `size` indices are left. Returns the function that gives the next batch.
+ */
+export function cyclingBatches(n: number, size: number, rng: Rng): () => number[] {
+  let order = rng.shuffle(Array.from({ length: n }, (_, i) => i));
+  let cursor = 0;
+  return () => {
+    if (cursor + size > order.length) {
+      order = rng.shuffle(order);
+      cursor = 0;
+    }
+    return order.slice(cursor, (cursor += size));
+  };
+}

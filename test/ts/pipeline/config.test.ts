@@ -3,7 +3,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfig, loadConfigFile, effectiveStages } from "../../../ts/pipeline/config.js";
 import { planRun, formatPlan } from "../../../ts/pipeline/plan.js";
-import { poissonSample, shuffledBatches } from "../../../ts/pipeline/sampling.js";
+import { cyclingBatches, poissonSample, shuffledBatches } from "../../../ts/pipeline/sampling.js";
 import { SeededRng } from "../../../ts/util/rng.js";
 import { ConfigError } from "../../../ts/util/errors.js";
 import { fakeCalibrator, tmpDir } from "./helpers.js";
@@ -153,5 +153,14 @@ describe("sampling", () => {
     const b = shuffledBatches(10, 4, new SeededRng(2));
     expect(b.map((x) => x.length)).toEqual([4, 4, 2]);
     expect(b.flat().sort((x, y) => x - y)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+  it("cycling batches are full-size, distinct within a pass, and reshuffle when a pass runs out", () => {
+    const next = cyclingBatches(10, 4, new SeededRng(3));
+    const pass = [next(), next()];
+    expect(pass.map((x) => x.length)).toEqual([4, 4]);
+    expect(new Set(pass.flat()).size).toBe(8);
+    const third = next(); // only 2 left: a fresh shuffle of all 10
+    expect(third).toHaveLength(4);
+    expect(third.every((i) => i >= 0 && i < 10)).toBe(true);
   });
 });

@@ -15,6 +15,7 @@ import { SeededRng } from "../../util/rng.js";
 import type { Config } from "../config.js";
 import { adamw, modelSpec, nonPrivate, type BaseModel } from "../context.js";
 import type { Progress } from "../progress.js";
+import { cyclingBatches } from "../sampling.js";
 import { goldPairs, pairAccuracy } from "./rm.js";
 
 export const EVAL_RM_HANDLE = "eval-rm";
@@ -59,13 +60,9 @@ export async function trainEvalRewardModel(
   const n = pairs.chosen.length;
   const steps = Math.ceil((EPOCHS * n) / BATCH);
   progress.start("eval RM", steps);
-  let order = rng.shuffle(Array.from({ length: n }, (_, i) => i));
-  for (let t = 0, cursor = 0; t < steps; t++) {
-    if (cursor + BATCH > n) {
-      order = rng.shuffle(order);
-      cursor = 0;
-    }
-    const idx = order.slice(cursor, (cursor += BATCH));
+  const nextBatch = cyclingBatches(n, BATCH, rng);
+  for (let t = 0; t < steps; t++) {
+    const idx = nextBatch();
     await rm.trainPairwise(idx.map((i) => pairs.chosen[i]), idx.map((i) => pairs.rejected[i]), pad, { dp: nonPrivate(idx.length), lr: LR });
     progress.update(t + 1);
   }

@@ -13,6 +13,7 @@ import { adamw, nonPrivate, lrAt, modelSpec, type BaseModel } from "../context.j
 import { tokenizeRows } from "../tokens.js";
 import { LanguageModel } from "../../worker/roles.js";
 import type { Progress } from "../progress.js";
+import { cyclingBatches } from "../sampling.js";
 
 export interface PretrainResult extends BaseModel {
   key: string;
@@ -48,14 +49,9 @@ export async function pretrain(api: WorkerApi, cfg: Config, corpus: readonly Imd
   progress.start("pretrain", p.steps);
   let loss = NaN;
   let ema = NaN;
-  let order = rng.shuffle(rows.map((_, i) => i));
-  let cursor = 0;
+  const nextBatch = cyclingBatches(rows.length, p.batchSize, rng);
   for (let t = 0; t < p.steps; t++) {
-    if (cursor + p.batchSize > order.length) {
-      order = rng.shuffle(order);
-      cursor = 0;
-    }
-    const batch = order.slice(cursor, (cursor += p.batchSize)).map((i) => rows[i]);
+    const batch = nextBatch().map((i) => rows[i]);
     const r = await lm.trainLm(batch, info.padTokenId, { lr: lrAt("cosine", p.lr, t, p.steps), dp: nonPrivate(batch.length) });
     loss = r.loss;
     ema = Number.isNaN(ema) ? loss : 0.95 * ema + 0.05 * loss;

@@ -14,6 +14,7 @@ import { cleanReview, type ImdbRecord } from "../data/jsonl.js";
 import { adamw, lrAt, modelSpec, nonPrivate, type BaseModel } from "../context.js";
 import { tailChars, tokenizeRows } from "../tokens.js";
 import type { Progress } from "../progress.js";
+import { cyclingBatches } from "../sampling.js";
 
 export const REWARD_HANDLE = "reward";
 
@@ -51,14 +52,9 @@ export async function trainRewardClassifier(
   const rng = new SeededRng(`reward/${cfg.data.publicSeed}`);
   progress.start("reward", r.steps);
   let ema = NaN;
-  let order = rng.shuffle(rows.map((_, i) => i));
-  let cursor = 0;
+  const nextBatch = cyclingBatches(rows.length, r.batchSize, rng);
   for (let t = 0; t < r.steps; t++) {
-    if (cursor + r.batchSize > order.length) {
-      order = rng.shuffle(order);
-      cursor = 0;
-    }
-    const idx = order.slice(cursor, (cursor += r.batchSize));
+    const idx = nextBatch();
     const res = await rm.trainClassifier(idx.map((i) => rows[i]), idx.map((i) => labels[i]), base.padId, { lr: lrAt("cosine", r.lr, t, r.steps), dp: nonPrivate(idx.length) });
     ema = Number.isNaN(ema) ? res.loss : 0.95 * ema + 0.05 * res.loss;
     progress.update(t + 1, `loss ${ema.toFixed(3)}`);
