@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import invalid_argument
+from . import distributed
 from .batch import batch_size, micro_batches
 from .models import LoadedModel
 from .noise import NoiseSource, noise_source
@@ -59,6 +60,12 @@ class StepReport:
     noise_seed: int
     noise_std: float
     metrics: dict[str, float] = field(default_factory=dict)
+    # data parallelism (engine/distributed.py): `examples` is then the whole logical batch, the
+    # statistics above this rank's own
+    rank_examples: int = 0
+    added_noise: bool = False
+    rank: int = 0
+    world_size: int = 1
 
 
 # -- stages ----------------------------------------------------------------------------------------
@@ -76,9 +83,10 @@ def per_example_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def accumulate(acc: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], factors: torch.Tensor) -> None:
-    """acc += sum_i factor_i * grad_i (clipped per-example gradients summed into float32 buffers)."""
+    """acc += sum_i factor_i * grad_i (clipped per-example gradients summed in acc's dtype)."""
     for n, g in grads.items():
-        acc[n] += torch.einsum("b,b...->...", factors.to(torch.float32), g.float())
+        dt = acc[n].dtype  # float32, or float64 for a float64 model (train_step decides)
+        acc[n] += torch.einsum("b,b...->...", factors.to(dt), g.to(dt))
 
 
 def add_noise(acc: dict[str, torch.Tensor], std: float, source: NoiseSource) -> None:
@@ -116,23 +124,42 @@ def train_step(m: LoadedModel, loss: str, raw_batch: dict[str, torch.Tensor], dp
     batch = {k: v.to(m.device) for k, v in prepared.items()}
     n = batch_size(batch)
     lr = lr or m.optimizer.lr
-    acc = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in m.trainable.items()}
+    # float64 models keep float64 sums, so that how a batch is split over ranks changes the result
+    # only by float64 rounding
+    acc_dtype = torch.float64 if any(p.dtype == torch.float64 for p in m.trainable.values()) else torch.float32
+    acc = {k: torch.zeros_like(p, dtype=acc_dtype) for k, p in m.trainable.items()}
+    group = distributed.group()
+    n_local, added = n, False
     m.model.train()
     if dp.enabled:
         losses, norms, metrics, clipped = _private_grads(m, objective, batch, dp, micro_batch_size, params_cfg, acc)
         std = dp.noise_multiplier * dp.max_grad_norm
         if std > 0:
-            # one source per step: in secure mode a fresh key, in seeded mode the (seed, step) stream
-            source = noise_source(dp.secure_noise, dp.noise_seed, m.step, m.device)
-            add_noise(acc, std, source)
-            mode, seed = source.mode, source.seed
+            mode, seed = ("secure", 0) if dp.secure_noise else ("seeded", int(dp.noise_seed))
+            # noise once per logical step: in a process group only rank 0 draws it, before the
+            # all-reduce, so every rank receives (sum of clipped gradients + z)
+            if group is None or group.rank == 0:
+                # one source per step: in secure mode a fresh key, in seeded mode the (seed, step) stream
+                source = noise_source(dp.secure_noise, dp.noise_seed, m.step, m.device)
+                add_noise(acc, std, source)
+                mode, seed, added = source.mode, source.seed, True
         else:
             mode, seed = "none", 0
+        if group is not None:
+            n = _all_reduce_grads(acc, n_local)
         scale(acc, dp.expected_batch_size)
-        frac = float(clipped.float().mean()) if n else 0.0
+        frac = float(clipped.float().mean()) if n_local else 0.0
         q = quantiles(norms)
     else:
         losses, metrics, total_norm = _nonprivate_grads(m, objective, batch, micro_batch_size, params_cfg, acc)
+        if group is not None:
+            # the mean over the whole batch: local mean -> local sum -> global sum / global count
+            if n_local:
+                scale(acc, 1.0 / n_local)
+            n = _all_reduce_grads(acc, n_local)
+            if n:
+                scale(acc, float(n))
+            total_norm = float(torch.sqrt(sum(g.double().pow(2).sum() for g in acc.values()))) if acc else 0.0
         was_clipped = dp.max_grad_norm > 0 and total_norm > dp.max_grad_norm
         if was_clipped:
             scale(acc, total_norm / dp.max_grad_norm)
@@ -142,11 +169,25 @@ def train_step(m: LoadedModel, loss: str, raw_batch: dict[str, torch.Tensor], dp
     m.optimizer.step(acc, lr)
     m.step += 1
     return StepReport(
-        step=m.step, examples=n, loss=float(losses.mean()) if n else 0.0, grad_norm_quantiles=q,
+        step=m.step, examples=n, loss=float(losses.mean()) if n_local else 0.0, grad_norm_quantiles=q,
         fraction_clipped=frac, noise_multiplier=dp.noise_multiplier if dp.enabled else 0.0,
         max_grad_norm=dp.max_grad_norm, dp=dp.enabled, noise_mode=mode, noise_seed=seed, noise_std=std,
         metrics={k: float(v.float().mean()) if v.numel() else 0.0 for k, v in metrics.items()},
+        rank_examples=n_local, added_noise=added, rank=group.rank if group else 0,
+        world_size=group.world_size if group else 1,
     )
+
+
+def _all_reduce_grads(acc: dict[str, torch.Tensor], n_local: int) -> int:
+    """Sums `acc` (in place) and the example counts over the process group in one all-reduce;
+    returns the global count."""
+    names = list(acc)
+    ref = acc[names[0]]
+    count = torch.tensor([float(n_local)], dtype=ref.dtype, device=ref.device)
+    reduced = distributed.all_reduce_sum([acc[k] for k in names] + [count])
+    for k, t in zip(names, reduced):
+        acc[k] = t
+    return int(round(float(reduced[-1])))
 
 
 def _gather_metrics(chunks: list[dict]) -> dict[str, torch.Tensor]:
@@ -184,7 +225,7 @@ def _nonprivate_grads(m, objective, batch, micro, loss_params, acc):
         grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
         for k, g in zip(names, grads):
             if g is not None:
-                acc[k] += g.float()
+                acc[k] += g.to(acc[k].dtype)
         all_losses.append(losses.detach().float().cpu())
         all_metrics.append({k: v.detach() for k, v in metrics.items()})
     if n:

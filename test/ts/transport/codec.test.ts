@@ -38,6 +38,8 @@ const requests: { [M in Method]: RequestOf<M> } = {
   scoreSequences: { handle: "p", batch: { input_ids: ids }, logprobs: true, values: true, rewards: false },
   saveCheckpoint: { handle: "p", dir: "/tmp/c", metadata: { stage: "sft" } },
   loadCheckpoint: { handle: "p", dir: "/tmp/c" },
+  initProcessGroup: { rank: 1, worldSize: 2, masterAddr: "127.0.0.1", masterPort: 29500, backend: "gloo", timeoutS: 30 },
+  trainableHash: { handle: "p" },
 };
 
 describe("protocol codec", () => {

@@ -50,6 +50,8 @@ export namespace dpalign {
                 scoreSequences?: (dpalign.worker.v1.IScoreSequencesRequest|null);
                 saveCheckpoint?: (dpalign.worker.v1.ISaveCheckpointRequest|null);
                 loadCheckpoint?: (dpalign.worker.v1.ILoadCheckpointRequest|null);
+                initProcessGroup?: (dpalign.worker.v1.IInitProcessGroupRequest|null);
+                trainableHash?: (dpalign.worker.v1.ITrainableHashRequest|null);
             }
 
             class Request implements IRequest {
@@ -69,7 +71,9 @@ export namespace dpalign {
                 public scoreSequences?: (dpalign.worker.v1.IScoreSequencesRequest|null);
                 public saveCheckpoint?: (dpalign.worker.v1.ISaveCheckpointRequest|null);
                 public loadCheckpoint?: (dpalign.worker.v1.ILoadCheckpointRequest|null);
-                public method?: ("handshake"|"ping"|"shutdown"|"echo"|"loadModel"|"unloadModel"|"trainTokenizer"|"tokenize"|"decode"|"trainStep"|"generate"|"scoreSequences"|"saveCheckpoint"|"loadCheckpoint");
+                public initProcessGroup?: (dpalign.worker.v1.IInitProcessGroupRequest|null);
+                public trainableHash?: (dpalign.worker.v1.ITrainableHashRequest|null);
+                public method?: ("handshake"|"ping"|"shutdown"|"echo"|"loadModel"|"unloadModel"|"trainTokenizer"|"tokenize"|"decode"|"trainStep"|"generate"|"scoreSequences"|"saveCheckpoint"|"loadCheckpoint"|"initProcessGroup"|"trainableHash");
             }
 
             interface IReply {
@@ -90,6 +94,8 @@ export namespace dpalign {
                 scoreSequences?: (dpalign.worker.v1.ITensorBatch|null);
                 saveCheckpoint?: (dpalign.worker.v1.ICheckpointInfo|null);
                 loadCheckpoint?: (dpalign.worker.v1.ICheckpointInfo|null);
+                initProcessGroup?: (dpalign.worker.v1.IInitProcessGroupReply|null);
+                trainableHash?: (dpalign.worker.v1.ITrainableHashReply|null);
             }
 
             class Reply implements IReply {
@@ -111,7 +117,9 @@ export namespace dpalign {
                 public scoreSequences?: (dpalign.worker.v1.ITensorBatch|null);
                 public saveCheckpoint?: (dpalign.worker.v1.ICheckpointInfo|null);
                 public loadCheckpoint?: (dpalign.worker.v1.ICheckpointInfo|null);
-                public result?: ("error"|"heartbeat"|"handshake"|"ping"|"shutdown"|"echo"|"loadModel"|"unloadModel"|"trainTokenizer"|"tokenize"|"decode"|"trainStep"|"generate"|"scoreSequences"|"saveCheckpoint"|"loadCheckpoint");
+                public initProcessGroup?: (dpalign.worker.v1.IInitProcessGroupReply|null);
+                public trainableHash?: (dpalign.worker.v1.ITrainableHashReply|null);
+                public result?: ("error"|"heartbeat"|"handshake"|"ping"|"shutdown"|"echo"|"loadModel"|"unloadModel"|"trainTokenizer"|"tokenize"|"decode"|"trainStep"|"generate"|"scoreSequences"|"saveCheckpoint"|"loadCheckpoint"|"initProcessGroup"|"trainableHash");
             }
 
             enum ErrorCode {
@@ -552,6 +560,10 @@ export namespace dpalign {
                 noiseSeed?: (number|null);
                 noiseStd?: (number|null);
                 metrics?: ({ [k: string]: number }|null);
+                rankExamples?: (number|null);
+                addedNoise?: (boolean|null);
+                rank?: (number|null);
+                worldSize?: (number|null);
             }
 
             class TrainStepReply implements ITrainStepReply {
@@ -568,6 +580,10 @@ export namespace dpalign {
                 public noiseSeed: number;
                 public noiseStd: number;
                 public metrics: { [k: string]: number };
+                public rankExamples: number;
+                public addedNoise: boolean;
+                public rank: number;
+                public worldSize: number;
             }
 
             interface IGenerateRequest {
@@ -664,6 +680,60 @@ export namespace dpalign {
                 public step: number;
                 public files: string[];
                 public metadata: { [k: string]: string };
+            }
+
+            interface IInitProcessGroupRequest {
+                rank?: (number|null);
+                worldSize?: (number|null);
+                masterAddr?: (string|null);
+                masterPort?: (number|null);
+                backend?: (string|null);
+                timeoutS?: (number|null);
+            }
+
+            class InitProcessGroupRequest implements IInitProcessGroupRequest {
+                constructor(properties?: dpalign.worker.v1.IInitProcessGroupRequest);
+                public rank: number;
+                public worldSize: number;
+                public masterAddr: string;
+                public masterPort: number;
+                public backend: string;
+                public timeoutS: number;
+            }
+
+            interface IInitProcessGroupReply {
+                rank?: (number|null);
+                worldSize?: (number|null);
+                backend?: (string|null);
+                device?: (string|null);
+            }
+
+            class InitProcessGroupReply implements IInitProcessGroupReply {
+                constructor(properties?: dpalign.worker.v1.IInitProcessGroupReply);
+                public rank: number;
+                public worldSize: number;
+                public backend: string;
+                public device: string;
+            }
+
+            interface ITrainableHashRequest {
+                handle?: (string|null);
+            }
+
+            class TrainableHashRequest implements ITrainableHashRequest {
+                constructor(properties?: dpalign.worker.v1.ITrainableHashRequest);
+                public handle: string;
+            }
+
+            interface ITrainableHashReply {
+                sha256?: (string|null);
+                step?: (number|null);
+            }
+
+            class TrainableHashReply implements ITrainableHashReply {
+                constructor(properties?: dpalign.worker.v1.ITrainableHashReply);
+                public sha256: string;
+                public step: number;
             }
         }
     }
