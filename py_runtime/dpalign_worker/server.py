@@ -14,14 +14,18 @@ reference.
 """
 from __future__ import annotations
 
+import errno
+import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 import zmq
@@ -39,6 +43,23 @@ class InsecureEndpointError(RuntimeError):
     pass
 
 
+@dataclass
+class Session:
+    """The one control plane this worker serves: named by the handshake's session_id, reached at
+    the ZeroMQ routing id it last wrote from."""
+
+    id: str
+    peer: bytes
+    client: str
+    timeout_s: float  # 0: silence alone never ends it
+    started: float
+    last_seen: float
+    detached: bool = False  # its connection is gone (a send to it found no route)
+
+    def live(self, now: float) -> bool:
+        return not self.detached and (self.timeout_s == 0 or now - self.last_seen <= self.timeout_s)
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -51,12 +72,12 @@ def _varint(n: int) -> bytes:
 _RESULT_TAGS = {f.name: _varint((f.number << 3) | 2) for f in pb.Reply.DESCRIPTOR.oneofs_by_name["result"].fields}
 
 
-def encode_result(request_id: int, method: str, result: Message) -> bytes:
+def encode_result(request_id: int, method: str, result: Message, handler_s: float = 0.0) -> bytes:
     """Serializes Reply(id, <method>=result) without copying `result` into a Reply first: a
     message field on the wire is its tag, its length and its bytes, and protobuf allows fields in
     any order, so the envelope's bytes and the result's bytes can simply be joined."""
     body = result.SerializeToString()
-    return pb.Reply(id=request_id).SerializeToString() + _RESULT_TAGS[method] + _varint(len(body)) + body
+    return pb.Reply(id=request_id, handler_s=handler_s).SerializeToString() + _RESULT_TAGS[method] + _varint(len(body)) + body
 
 log = logging.getLogger("dpalign_worker")
 
@@ -84,7 +105,14 @@ class WorkerServer:
         self.zmq = zmq.Context.instance()
         self.router = self.zmq.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 500)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A send to a peer whose connection is gone raises EHOSTUNREACH instead of vanishing: that is
+        # how the end of a control plane's session is noticed. With no high-water mark a send never
+        # blocks (nor drops a reply, as a full pipe used to); the client reads without limit too.
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, 0)
+        # A client that reconnects under its routing id (the TS client uses its session id) takes
+        # its old connection over, which may not have been noticed as closed yet.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self._auth = enable_curve_server(self.zmq, self.router, curve) if curve is not None else None
         self.router.bind(endpoint)
         self._ipc_path = _ipc_path(self.router.getsockopt_string(zmq.LAST_ENDPOINT))
@@ -96,7 +124,9 @@ class WorkerServer:
         self._local = threading.local()
         self._push_sockets: list[zmq.Socket] = []
         self._push_lock = threading.Lock()
-        self.peer: bytes | None = None
+        self.peer: bytes | None = None  # where heartbeats go: the session's routing id
+        self.session: Session | None = None
+        self.hostname = socket.gethostname()
         self.heartbeat_ms = DEFAULT_HEARTBEAT_MS
         self.heartbeat_seq = 0
         self.in_flight = 0
@@ -128,8 +158,10 @@ class WorkerServer:
             return [pb.Reply(id=request_id, error=err.to_proto()).SerializeToString()]
         try:
             with message_frames(frames, MessageFrames()) as out:
+                t0 = time.perf_counter()
                 result = fn(body, self.ctx)
-                return [encode_result(request_id, method, result), *out.payloads()]
+                handler_s = time.perf_counter() - t0
+                return [encode_result(request_id, method, result, handler_s), *out.payloads()]
         except WorkerError as e:
             error = e.to_proto()
         except MemoryError as e:
@@ -141,8 +173,23 @@ class WorkerServer:
         return [pb.Reply(id=request_id, error=error).SerializeToString()]
 
     # -- the I/O loop ----------------------------------------------------------------------------
+    def _route(self, frames: list, copy: bool = True) -> bool:
+        """Sends [identity, ...]; False when the peer is gone (its reply is dropped)."""
+        try:
+            self.router.send_multipart(frames, copy=copy)
+            return True
+        except zmq.ZMQError as e:
+            if e.errno != errno.EHOSTUNREACH:
+                raise
+            identity = frames[0] if isinstance(frames[0], bytes) else frames[0].bytes
+            s = self.session
+            if s is not None and identity == s.peer and not s.detached:
+                s.detached = True
+                log.info("the control plane of session %s (%s) disconnected; the next one may take this worker over", s.id[:8], s.client)
+            return False
+
     def _send(self, identity: bytes, reply: pb.Reply) -> None:
-        self.router.send_multipart([identity, reply.SerializeToString()])
+        self._route([identity, reply.SerializeToString()])
 
     def _error(self, identity: bytes, request_id: int, code: int, message: str, **details: str) -> None:
         self._send(identity, pb.Reply(id=request_id, error=pb.Error(code=code, message=message, details=details)))
@@ -152,6 +199,10 @@ class WorkerServer:
             log.warning("dropped a message with %d frame(s): expected [identity, request, tensors...]", len(frames))
             return
         identity, payload = frames[0].bytes, frames[1].bytes
+        now = time.monotonic()
+        session = self.session
+        if session is not None and identity == session.peer:
+            session.last_seen, session.detached = now, False
         req = pb.Request()
         try:
             req.ParseFromString(payload)
@@ -172,8 +223,16 @@ class WorkerServer:
             return
         if method == "handshake":
             self._handshake(identity, req.id, body)
+            return
+        if session is not None and identity != session.peer and session.live(now):
+            self._busy(identity, req.id, session, now)
+            return
+        if method == "shutdown" and body.end_session:
+            self._route([identity, *self._execute(req.id, method, body, MessageFrames(frames[1:]))])
+            if session is not None and identity == session.peer:
+                self._end_session(f"its control plane ended it ({body.reason or 'no reason given'})")
         elif method in INLINE_METHODS:
-            self.router.send_multipart([identity, *self._execute(req.id, method, body, MessageFrames(frames[1:]))])
+            self._route([identity, *self._execute(req.id, method, body, MessageFrames(frames[1:]))])
             if method == "shutdown":
                 self.stopping = True
         else:
@@ -189,6 +248,22 @@ class WorkerServer:
                 client_version=str(body.protocol_version), worker_version=str(PROTOCOL_VERSION),
             )
             return
+        now = time.monotonic()
+        session_id = body.session_id or identity.hex()
+        current = self.session
+        if current is not None and current.id != session_id:
+            if current.live(now):
+                self._busy(identity, request_id, current, now)
+                return
+            why = "its connection is gone" if current.detached else f"it was silent for {now - current.last_seen:.0f} s"
+            self._end_session(f"{why}; session {session_id[:8]} ({body.client or 'unnamed client'}) takes this worker over")
+            current = None
+        if current is None:
+            self.session = Session(session_id, identity, body.client, body.session_timeout_ms / 1000, now, now)
+            log.info("serving control plane %s (session %s)", body.client or "unnamed client", session_id[:8])
+        else:  # the same control plane again (a reconnect or a restarted client): its models stay
+            current.peer, current.client, current.detached = identity, body.client, False
+            current.timeout_s, current.last_seen = body.session_timeout_ms / 1000, now
         self.peer = identity
         if body.heartbeat_interval_ms:
             self.heartbeat_ms = max(50, int(body.heartbeat_interval_ms))
@@ -199,9 +274,35 @@ class WorkerServer:
             pb.HandshakeReply(
                 protocol_version=PROTOCOL_VERSION, worker_version=__version__, pid=os.getpid(),
                 capabilities=capabilities(self.ctx.device, sorted(HANDLERS)), heartbeat_interval_ms=self.heartbeat_ms,
+                hostname=self.hostname,
             )
         )
         self._send(identity, reply)
+
+    def _busy(self, identity: bytes, request_id: int, s: Session, now: float) -> None:
+        self._error(
+            identity, request_id, pb.WORKER_BUSY,
+            f"the worker on {self.hostname} (pid {os.getpid()}) is busy: it serves another control plane "
+            f"({s.client or 'unnamed client'}, session {s.id[:8]}, connected {now - s.started:.0f} s ago, last heard from "
+            f"{now - s.last_seen:.0f} s ago). A worker serves one control plane at a time: wait until that run ends, "
+            "or start another worker for this one",
+            session=s.id[:8], client=s.client, hostname=self.hostname,
+        )
+
+    def _end_session(self, why: str) -> None:
+        """Forgets the session and drops its models, so that the next control plane starts from a
+        clean worker. Requests of the old session still running finish on the models they hold."""
+        s = self.session
+        if s is None:
+            return
+        log.info("session %s (%s) ended: %s", s.id[:8], s.client or "unnamed client", why)
+        self.session = None
+        self.peer = None
+        self.ctx.models.clear()
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _heartbeat(self) -> None:
         if self.peer is None:
@@ -240,7 +341,7 @@ class WorkerServer:
                         except zmq.Again:
                             break
                         self.in_flight -= 1
-                        self.router.send_multipart(frames, copy=False)
+                        self._route(frames, copy=False)
                 if self.router in events:
                     while True:
                         try:

@@ -5,6 +5,7 @@ import type { RunDir } from "./run-dir.js";
 import type { RunSummary } from "./run.js";
 import { formatPlan } from "./plan.js";
 import { ROUGE_DESCRIPTION } from "../eval/rouge.js";
+import { renderPhaseTable } from "./timing.js";
 
 const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : x === Infinity ? "inf" : "-");
 
@@ -54,6 +55,11 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   if (s.rm && s.reward) L.push(`- DP reward model (D2): accuracy ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% and Eq. 1 loss ${f(s.rm.heldOutLoss)} on ${s.rm.heldOutPairs} public held-out pairs labelled by the gold labeller.`);
   if (s.reward) L.push(`- Reward classifier${cfg.scenario === "rlhf" ? " (gold labeller)" : ""}: accuracy ${(100 * s.reward.heldOutAccuracy).toFixed(1)}% on ${s.reward.heldOutSize} held-out public reviews (trained on ${s.reward.trainSize})${s.reward.reused ? " (cached)" : ""}.`);
   L.push("", "## Wall time", "", `Total ${f(s.wallS, 0)} s; by stage (this invocation): ${Object.entries(s.stageWallS).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(", ")}.`);
+  if (s.ppo?.timing?.length) {
+    L.push("", `### Where ${s.plan.dp ? "DP-PPO" : "PPO"}'s time went (this invocation)`, "");
+    L.push(...renderPhaseTable(s.ppo.timing));
+    L.push("", "Worker compute is the worker's time in its handlers; transport is ZeroMQ plus the worker's decoding and queueing; encode/decode is this process's protobuf and tensor handling; control plane is TypeScript outside worker calls (sampling, GAE, accounting).");
+  }
   if (s.evals.length) L.push("", "## Samples (prefix -> completion, reward)", "");
   for (const e of s.evals) {
     L.push(`### ${e.model}`, "");

@@ -10,16 +10,44 @@ import { decodeReply, encodeRequest, TensorDecodeError } from "./codec.js";
 import type { CurveClientKeys } from "./curve.js";
 import { ProtocolMismatchError, RequestTimeoutError, WorkerClosedError, WorkerProtocolError, WorkerRequestError } from "./errors.js";
 import type { HandshakeReply, HandshakeRequest, Method, ReplyOf, RequestOf } from "../protocol/messages.js";
+import { frameBytes, recordCall } from "./rpc-stats.js";
 
 export interface ChannelOptions {
   /** CurveZMQ keys for a worker that requires them. */
   curve?: CurveClientKeys;
   /** Diagnostics: undecodable replies, errors the worker sends outside any request. */
   onLog?: (line: string) => void;
+  /**
+   * The DEALER's routing id (1-255 bytes, not starting with a zero byte). A fixed one keeps the
+   * worker's replies and heartbeats reaching this client across reconnects.
+   */
+  routingId?: string;
+  /** Record the socket's connection events (see `connection`), for messages about remote workers. */
+  observeConnection?: boolean;
+}
+
+/** What the socket saw while connecting: enough to tell an unreachable worker from refused keys. */
+export interface ConnectionLog {
+  /** TCP (or ipc) connections made. */
+  connected: number;
+  /** Connection attempts that failed and will be retried (refused, no route). */
+  retries: number;
+  /** ZMTP handshakes completed (the security mechanism included). */
+  handshakes: number;
+  /** The worker's ZAP handler refused this client's CurveZMQ key. */
+  authFailures: number;
+  /** The peers' security mechanisms differ (CurveZMQ on one side only), or another ZMTP protocol error. */
+  protocolFailures: string[];
+  /** Other handshake failures (e.g. a CurveZMQ server key that is not the worker's). */
+  otherFailures: string[];
 }
 
 interface Pending {
   method: string;
+  /** performance.now() before encoding, the request's bytes and its encode time (for rpc-stats). */
+  t0: number;
+  bytesOut: number;
+  encodeMs: number;
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
@@ -33,6 +61,8 @@ export class RpcChannel {
   private lastSeen = Date.now();
   private watchdog: NodeJS.Timeout | undefined;
   private _closed = false;
+  private readonly connectionLog: ConnectionLog = { connected: 0, retries: 0, handshakes: 0, authFailures: 0, protocolFailures: [], otherFailures: [] };
+  private readonly connectionListeners: ((log: Readonly<ConnectionLog>) => void)[] = [];
 
   /** Connects a DEALER to `endpoint` (ZeroMQ connects lazily: a worker may bind later). */
   constructor(readonly endpoint: string, private readonly opts: ChannelOptions = {}) {
@@ -42,9 +72,31 @@ export class RpcChannel {
       socket.curvePublicKey = opts.curve.publicKey;
       socket.curveSecretKey = opts.curve.secretKey;
     }
+    if (opts.routingId) socket.routingId = opts.routingId;
+    if (opts.observeConnection) this.observe(socket);
     socket.connect(endpoint);
     this.socket = socket;
     void this.receiveLoop();
+  }
+
+  /** Connection events so far (all zero unless observeConnection). */
+  get connection(): Readonly<ConnectionLog> {
+    return this.connectionLog;
+  }
+
+  /** Calls `listener` after each connection event (observeConnection only). */
+  onConnectionEvent(listener: (log: Readonly<ConnectionLog>) => void): void {
+    this.connectionListeners.push(listener);
+  }
+
+  /**
+   * Sends a ping nobody waits for (its reply is dropped as a late one): it tells the worker that
+   * this control plane is still there while no request is being sent, and shows in no in-flight list.
+   */
+  sendKeepAlive(): void {
+    if (this._closed) return;
+    const frames = encodeRequest(this.nextId++, "ping", {});
+    this.sendChain = this.sendChain.then(() => this.socket.send(frames)).catch(() => undefined);
   }
 
   get closed(): boolean {
@@ -70,19 +122,21 @@ export class RpcChannel {
   request<M extends Method>(method: M, body: RequestOf<M>, timeoutMs: number): Promise<ReplyOf<M>> {
     if (this._closed) return Promise.reject(new WorkerClosedError());
     const id = this.nextId++;
+    const t0 = performance.now();
     let frames: Uint8Array[];
     try {
       frames = encodeRequest(id, method, body);
     } catch (e) {
       return Promise.reject(e);
     }
+    const encodeMs = performance.now() - t0;
     // The decoded result is the method's reply type: the codec decodes by the same schema.
     return new Promise<ReplyOf<M>>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new RequestTimeoutError(method, timeoutMs));
       }, timeoutMs);
-      this.pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject, timer });
+      this.pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject, timer, t0, bytesOut: frameBytes(frames), encodeMs });
       // zeromq.js allows one send in progress per socket: queue them.
       this.sendChain = this.sendChain
         .then(() => this.socket.send(frames))
@@ -134,6 +188,19 @@ export class RpcChannel {
     this.failAll(err);
   }
 
+  private observe(socket: zmq.Dealer): void {
+    const log = this.connectionLog;
+    const changed = () => {
+      for (const l of this.connectionListeners) l(log);
+    };
+    socket.events.on("connect", () => (log.connected++, changed()));
+    socket.events.on("connect:retry", () => (log.retries++, changed()));
+    socket.events.on("handshake", () => (log.handshakes++, changed()));
+    socket.events.on("handshake:error:auth", () => (log.authFailures++, changed()));
+    socket.events.on("handshake:error:protocol", (e) => (log.protocolFailures.push(e.error?.code ?? e.error?.message ?? "protocol error"), changed()));
+    socket.events.on("handshake:error:other", (e) => (log.otherFailures.push(e.error?.message ?? "handshake failed"), changed()));
+  }
+
   private stopWatching(): void {
     if (this.watchdog) clearInterval(this.watchdog);
     this.watchdog = undefined;
@@ -161,6 +228,7 @@ export class RpcChannel {
 
   private onMessage(frames: Buffer[]): void {
     let reply;
+    const d0 = performance.now();
     try {
       reply = decodeReply(frames);
     } catch (e) {
@@ -177,6 +245,13 @@ export class RpcChannel {
       return; // a late reply to a request that already timed out
     }
     if (reply.kind === "error") this.settle(reply.id, undefined, new WorkerRequestError(p.method, reply.error.code, reply.error.message, reply.error.details));
-    else this.settle(reply.id, reply.result);
+    else {
+      const now = performance.now();
+      recordCall({
+        calls: 1, roundTripMs: now - p.t0, handlerMs: reply.handlerS * 1000, codecMs: p.encodeMs + (now - d0),
+        bytesOut: p.bytesOut, bytesIn: frameBytes(frames),
+      });
+      this.settle(reply.id, reply.result);
+    }
   }
 }

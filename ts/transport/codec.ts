@@ -128,7 +128,7 @@ const EMPTY = new Uint8Array(0);
 export type DecodedReply =
   | { id: number; kind: "heartbeat"; heartbeat: Heartbeat }
   | { id: number; kind: "error"; error: ErrorMessage }
-  | { id: number; kind: "result"; method: string; result: unknown };
+  | { id: number; kind: "result"; method: string; result: unknown; handlerS: number };
 
 /**
  * Decodes a Reply from its frames (a single Uint8Array: an envelope without tensor frames).
@@ -138,7 +138,7 @@ export type DecodedReply =
 export function decodeReply(message: Frames | Uint8Array): DecodedReply {
   const frames: Frames = message instanceof Uint8Array ? [message] : message;
   const msg = ReplyType.decode(frames[0]);
-  const obj = ReplyType.toObject(msg, TO_OBJECT) as Record<string, unknown> & { id: number; result?: string };
+  const obj = ReplyType.toObject(msg, TO_OBJECT) as Record<string, unknown> & { id: number; result?: string; handlerS?: number };
   const which = obj.result;
   if (which === undefined) {
     const e = new TensorDecodeError("reply carries no result (a newer worker?)");
@@ -153,7 +153,7 @@ export function decodeReply(message: Frames | Uint8Array): DecodedReply {
   const field = ReplyType.fields[which];
   const rt = field.resolve().resolvedType as protobuf.Type;
   try {
-    return { id: obj.id, kind: "result", method: which, result: fromWire(rt, obj[which] as Record<string, unknown>, frames) };
+    return { id: obj.id, kind: "result", method: which, result: fromWire(rt, obj[which] as Record<string, unknown>, frames), handlerS: Number(obj.handlerS ?? 0) };
   } catch (e) {
     if (e instanceof TensorDecodeError) e.replyId = obj.id;
     throw e;

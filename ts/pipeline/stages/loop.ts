@@ -10,6 +10,7 @@ import type { TrainStepReply } from "../../protocol/messages.js";
 import type { PipelineContext } from "../context.js";
 import type { DpStageGuard } from "../dp-step.js";
 import type { StageId } from "../plan.js";
+import type { PhaseClock } from "../timing.js";
 import { commitStage, maybeInterrupt, stopIfRequested, type StageHooks } from "./common.js";
 
 /** What one group of sampled batches produced. */
@@ -36,6 +37,8 @@ export interface StageLoop {
    * the number of examples that were sampled for it.
    */
   runGroup(t: number, n: number, check: (reply: TrainStepReply, sampled: number) => void): Promise<GroupResult>;
+  /** Times the commit points as "ledger + checkpoint" (the stage times its own phases). */
+  clock?: PhaseClock;
 }
 
 /** Runs the stage from its resume point to the planned number of sampled batches. */
@@ -57,7 +60,8 @@ export async function dpStageLoop(ctx: PipelineContext, loop: StageLoop, hooks?:
     ran += n;
     ctx.progress.update(t, ctx.showPrivate && res.info ? `${res.info} (private)` : "");
     if ((group + 1) % loop.groupsPerCommit === 0 || t >= total || ctx.stop.requested) {
-      await commitStage(ctx, guard, loop.handle, loop.stage, hooks);
+      const commit = () => commitStage(ctx, guard, loop.handle, loop.stage, hooks);
+      await (loop.clock ? loop.clock.time("ledger + checkpoint", commit) : commit());
       ctx.tensorboard?.commit(guard.plan, guard.accounted);
       stopIfRequested(ctx, loop.stage, t, total);
     }

@@ -15,6 +15,7 @@ import { openStage, type StageHooks } from "./common.js";
 import { dpStageLoop } from "./loop.js";
 import { membersDigest } from "./membership.js";
 import { rollout } from "./rollout.js";
+import { PhaseClock, type PhaseRow } from "../timing.js";
 
 export const POLICY = "policy";
 export const REF = "ref";
@@ -25,6 +26,8 @@ export interface PpoResult {
   batches: number;
   optimizerSteps: number;
   wallS: number;
+  /** Where this invocation's time went (released like wallS; see timing.ts). */
+  timing: PhaseRow[];
 }
 
 export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftCheckpoint: string, hooks?: StageHooks): Promise<PpoResult> {
@@ -37,8 +40,11 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   const sftCkpt = run.resolve(sftCheckpoint);
   const policy = new Policy(ctx.api, POLICY);
   const ref = new Reference(ctx.api, REF);
-  await policy.load(modelSpec(ctx.cfg, base, { lora: true, valueHead: true, initCheckpoint: sftCkpt }), adamw(0));
-  await ref.load(modelSpec(ctx.cfg, base, { initCheckpoint: sftCkpt }));
+  const clock = new PhaseClock();
+  await clock.time("load models", async () => {
+    await policy.load(modelSpec(ctx.cfg, base, { lora: true, valueHead: true, initCheckpoint: sftCkpt }), adamw(0));
+    await ref.load(modelSpec(ctx.cfg, base, { initCheckpoint: sftCkpt }));
+  });
   const rng = ctx.rng.fork("ppo");
   const guard = await openStage(ctx, plan, POLICY, rng);
   const kl = createKlController(ppo, { dp });
@@ -49,7 +55,7 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   const params = { clipRange: ppo.clipRange, clipRangeValue: ppo.clipRangeValue, vfCoef: ppo.vfCoef };
   let step = guard.done * K;
   await dpStageLoop(ctx, {
-    stage: "ppo", label: dp ? "DP-PPO" : "PPO", handle: POLICY, guard, groupSize: G, groupsPerCommit: Math.max(1, Math.round(ctx.cfg.checkpointEvery / G)),
+    stage: "ppo", label: dp ? "DP-PPO" : "PPO", handle: POLICY, guard, clock, groupSize: G, groupsPerCommit: Math.max(1, Math.round(ctx.cfg.checkpointEvery / G)),
     async runGroup(t, nb, check) {
       const round = Math.floor(t / G);
       // Which examples: DP, one independent Poisson sample per mini-batch; else one shuffled rollout batch.
@@ -59,10 +65,10 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
       const flat = groups.flat();
       const [lo, hi] = ppo.responseTokens;
       const respLen = lo + rng.fork(`resp/${round}`).int(hi - lo + 1);
-      const roll = await rollout({ policy, ref, reward: ctx.reward }, ppo, dp, flat.map((i) => d3Prompts[i]), base.padId, kl.value(), respLen, Number(rng.fork(`gen/${round}`).seedForChild() >> 12n));
+      const roll = await rollout({ policy, ref, reward: ctx.reward }, ppo, dp, flat.map((i) => d3Prompts[i]), base.padId, kl.value(), respLen, Number(rng.fork(`gen/${round}`).seedForChild() >> 12n), clock);
       const m = { loss: 0, clipfrac: 0, steps: 0 };
       const train = async (rows: number[]) => {
-        const r: TrainStepReply = await policy.trainPpo(roll, rows, base.padId, params, { dp: guard.dpSpec(step), lr: ppo.lr, microBatchSize: ppo.microBatchSize });
+        const r: TrainStepReply = await clock.time("train steps", () => policy.trainPpo(roll, rows, base.padId, params, { dp: guard.dpSpec(step), lr: ppo.lr, microBatchSize: ppo.microBatchSize }));
         check(r, rows.length);
         step++;
         m.loss += r.loss;
@@ -95,5 +101,8 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
   }, hooks);
   await policy.unload();
   await ref.unload();
-  return { checkpoint: run.rel(run.checkpoint("ppo", "last")), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps, wallS: (Date.now() - t0) / 1000 };
+  return {
+    checkpoint: run.rel(run.checkpoint("ppo", "last")), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps,
+    wallS: (Date.now() - t0) / 1000, timing: clock.rows(),
+  };
 }

@@ -8,6 +8,7 @@ import type { Policy, Reference, RewardModel } from "../../worker/roles.js";
 import type { PpoRows } from "../../worker/batches.js";
 import { klShapedRewards, gae, whiten, normalizeScores, type Rows } from "../../rl/index.js";
 import type { Config } from "../config.js";
+import type { PhaseClock } from "../timing.js";
 
 export interface Rollout extends PpoRows {
   queries: number[][];
@@ -28,11 +29,13 @@ export interface RolloutModels {
 
 export async function rollout(
   m: RolloutModels, ppo: Config["ppo"], dp: boolean, queries: number[][], pad: number, beta: number, respLen: number, seed: number,
+  clock?: PhaseClock,
 ): Promise<Rollout> {
   if (queries.length === 0) return { queries, responses: [], logprobs: [], values: [], advantages: [], returns: [], scores: [], kl: [] };
-  const g = await m.policy.generate(queries, pad, { maxNewTokens: respLen, minNewTokens: respLen, temperature: ppo.temperature, topK: ppo.topK, seed, values: true });
-  const refLogprobs = await m.ref.logprobs(queries, g.responses, pad);
-  const raw = await m.reward.score(queries.map((q, i) => [...q, ...g.responses[i]]), pad);
+  const timed = <T>(phase: string, fn: () => Promise<T>) => (clock ? clock.time(phase, fn) : fn());
+  const g = await timed("generate (policy + values)", () => m.policy.generate(queries, pad, { maxNewTokens: respLen, minNewTokens: respLen, temperature: ppo.temperature, topK: ppo.topK, seed, values: true }));
+  const refLogprobs = await timed("reference log-probs", () => m.ref.logprobs(queries, g.responses, pad));
+  const raw = await timed("reward scoring", () => m.reward.score(queries.map((q, i) => [...q, ...g.responses[i]]), pad));
   const scores = normalizeScores(raw, ppo.rewardNormalization, { dp }, { mean: ppo.rewardMean, std: ppo.rewardStd });
   const shaped = klShapedRewards(scores, g.logprobs, refLogprobs, beta);
   const { advantages, returns } = gae(shaped.rewards, g.values, ppo.gamma, ppo.lam);

@@ -40,6 +40,7 @@ export namespace dpalign {
                 ping?: (dpalign.worker.v1.IPingRequest|null);
                 shutdown?: (dpalign.worker.v1.IShutdownRequest|null);
                 echo?: (dpalign.worker.v1.IEchoRequest|null);
+                probePath?: (dpalign.worker.v1.IProbePathRequest|null);
                 loadModel?: (dpalign.worker.v1.ILoadModelRequest|null);
                 unloadModel?: (dpalign.worker.v1.IUnloadModelRequest|null);
                 trainTokenizer?: (dpalign.worker.v1.ITrainTokenizerRequest|null);
@@ -61,6 +62,7 @@ export namespace dpalign {
                 public ping?: (dpalign.worker.v1.IPingRequest|null);
                 public shutdown?: (dpalign.worker.v1.IShutdownRequest|null);
                 public echo?: (dpalign.worker.v1.IEchoRequest|null);
+                public probePath?: (dpalign.worker.v1.IProbePathRequest|null);
                 public loadModel?: (dpalign.worker.v1.ILoadModelRequest|null);
                 public unloadModel?: (dpalign.worker.v1.IUnloadModelRequest|null);
                 public trainTokenizer?: (dpalign.worker.v1.ITrainTokenizerRequest|null);
@@ -73,17 +75,19 @@ export namespace dpalign {
                 public loadCheckpoint?: (dpalign.worker.v1.ILoadCheckpointRequest|null);
                 public initProcessGroup?: (dpalign.worker.v1.IInitProcessGroupRequest|null);
                 public trainableHash?: (dpalign.worker.v1.ITrainableHashRequest|null);
-                public method?: ("handshake"|"ping"|"shutdown"|"echo"|"loadModel"|"unloadModel"|"trainTokenizer"|"tokenize"|"decode"|"trainStep"|"generate"|"scoreSequences"|"saveCheckpoint"|"loadCheckpoint"|"initProcessGroup"|"trainableHash");
+                public method?: ("handshake"|"ping"|"shutdown"|"echo"|"probePath"|"loadModel"|"unloadModel"|"trainTokenizer"|"tokenize"|"decode"|"trainStep"|"generate"|"scoreSequences"|"saveCheckpoint"|"loadCheckpoint"|"initProcessGroup"|"trainableHash");
             }
 
             interface IReply {
                 id?: (number|null);
+                handlerS?: (number|null);
                 error?: (dpalign.worker.v1.IError|null);
                 heartbeat?: (dpalign.worker.v1.IHeartbeat|null);
                 handshake?: (dpalign.worker.v1.IHandshakeReply|null);
                 ping?: (dpalign.worker.v1.IPingReply|null);
                 shutdown?: (dpalign.worker.v1.IShutdownReply|null);
                 echo?: (dpalign.worker.v1.IEchoReply|null);
+                probePath?: (dpalign.worker.v1.IProbePathReply|null);
                 loadModel?: (dpalign.worker.v1.IModelInfo|null);
                 unloadModel?: (dpalign.worker.v1.IUnloadModelReply|null);
                 trainTokenizer?: (dpalign.worker.v1.ITrainTokenizerReply|null);
@@ -101,12 +105,14 @@ export namespace dpalign {
             class Reply implements IReply {
                 constructor(properties?: dpalign.worker.v1.IReply);
                 public id: number;
+                public handlerS: number;
                 public error?: (dpalign.worker.v1.IError|null);
                 public heartbeat?: (dpalign.worker.v1.IHeartbeat|null);
                 public handshake?: (dpalign.worker.v1.IHandshakeReply|null);
                 public ping?: (dpalign.worker.v1.IPingReply|null);
                 public shutdown?: (dpalign.worker.v1.IShutdownReply|null);
                 public echo?: (dpalign.worker.v1.IEchoReply|null);
+                public probePath?: (dpalign.worker.v1.IProbePathReply|null);
                 public loadModel?: (dpalign.worker.v1.IModelInfo|null);
                 public unloadModel?: (dpalign.worker.v1.IUnloadModelReply|null);
                 public trainTokenizer?: (dpalign.worker.v1.ITrainTokenizerReply|null);
@@ -119,7 +125,7 @@ export namespace dpalign {
                 public loadCheckpoint?: (dpalign.worker.v1.ICheckpointInfo|null);
                 public initProcessGroup?: (dpalign.worker.v1.IInitProcessGroupReply|null);
                 public trainableHash?: (dpalign.worker.v1.ITrainableHashReply|null);
-                public result?: ("error"|"heartbeat"|"handshake"|"ping"|"shutdown"|"echo"|"loadModel"|"unloadModel"|"trainTokenizer"|"tokenize"|"decode"|"trainStep"|"generate"|"scoreSequences"|"saveCheckpoint"|"loadCheckpoint"|"initProcessGroup"|"trainableHash");
+                public result?: ("error"|"heartbeat"|"handshake"|"ping"|"shutdown"|"echo"|"probePath"|"loadModel"|"unloadModel"|"trainTokenizer"|"tokenize"|"decode"|"trainStep"|"generate"|"scoreSequences"|"saveCheckpoint"|"loadCheckpoint"|"initProcessGroup"|"trainableHash");
             }
 
             enum ErrorCode {
@@ -133,7 +139,8 @@ export namespace dpalign {
                 UNSUPPORTED_MODEL = 7,
                 RESOURCE_EXHAUSTED = 8,
                 SHUTTING_DOWN = 9,
-                DEBUG_RAISED = 10
+                DEBUG_RAISED = 10,
+                WORKER_BUSY = 11
             }
 
             interface IError {
@@ -166,6 +173,8 @@ export namespace dpalign {
                 protocolVersion?: (number|null);
                 client?: (string|null);
                 heartbeatIntervalMs?: (number|null);
+                sessionId?: (string|null);
+                sessionTimeoutMs?: (number|null);
             }
 
             class HandshakeRequest implements IHandshakeRequest {
@@ -173,6 +182,8 @@ export namespace dpalign {
                 public protocolVersion: number;
                 public client: string;
                 public heartbeatIntervalMs: number;
+                public sessionId: string;
+                public sessionTimeoutMs: number;
             }
 
             interface ICapabilities {
@@ -202,6 +213,7 @@ export namespace dpalign {
                 pid?: (number|null);
                 capabilities?: (dpalign.worker.v1.ICapabilities|null);
                 heartbeatIntervalMs?: (number|null);
+                hostname?: (string|null);
             }
 
             class HandshakeReply implements IHandshakeReply {
@@ -211,6 +223,7 @@ export namespace dpalign {
                 public pid: number;
                 public capabilities?: (dpalign.worker.v1.ICapabilities|null);
                 public heartbeatIntervalMs: number;
+                public hostname: string;
             }
 
             interface IPingRequest {
@@ -231,11 +244,13 @@ export namespace dpalign {
 
             interface IShutdownRequest {
                 reason?: (string|null);
+                endSession?: (boolean|null);
             }
 
             class ShutdownRequest implements IShutdownRequest {
                 constructor(properties?: dpalign.worker.v1.IShutdownRequest);
                 public reason: string;
+                public endSession: boolean;
             }
 
             interface IShutdownReply {
@@ -269,6 +284,40 @@ export namespace dpalign {
                 constructor(properties?: dpalign.worker.v1.IEchoReply);
                 public batch?: (dpalign.worker.v1.ITensorBatch|null);
                 public payload: Uint8Array;
+            }
+
+            interface IProbePathRequest {
+                path?: (string|null);
+                expected?: (Uint8Array|null);
+                answerPath?: (string|null);
+                answer?: (Uint8Array|null);
+            }
+
+            class ProbePathRequest implements IProbePathRequest {
+                constructor(properties?: dpalign.worker.v1.IProbePathRequest);
+                public path: string;
+                public expected: Uint8Array;
+                public answerPath: string;
+                public answer: Uint8Array;
+            }
+
+            interface IProbePathReply {
+                found?: (boolean|null);
+                matches?: (boolean|null);
+                error?: (string|null);
+                answered?: (boolean|null);
+                answerError?: (string|null);
+                hostname?: (string|null);
+            }
+
+            class ProbePathReply implements IProbePathReply {
+                constructor(properties?: dpalign.worker.v1.IProbePathReply);
+                public found: boolean;
+                public matches: boolean;
+                public error: string;
+                public answered: boolean;
+                public answerError: string;
+                public hostname: string;
             }
 
             interface ILoraSpec {
