@@ -27,7 +27,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_BYTES = 32  # AES-256
 # Normals per keystream chunk. CPU: 256 Ki keeps the float64 temporaries (2 MiB each) in cache
@@ -96,6 +95,17 @@ class SecureGaussian:
         key = os.urandom(KEY_BYTES) if key is None else key
         if len(key) != KEY_BYTES:
             raise ValueError(f"SecureGaussian needs a {KEY_BYTES}-byte key, got {len(key)}")
+        # Imported here so that an environment without `cryptography` (a GPU image used only for
+        # benchmarks with seeded noise, say) can still import the engine; secure mode then fails
+        # at its first step, naming the missing package.
+        try:
+            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        except ImportError as exc:
+            from ..errors import invalid_argument
+            raise invalid_argument(
+                "secure noise needs the `cryptography` package (AES-CTR keystream); install the worker's "
+                "requirements (pip install -r requirements.txt) or, for a debugging run that is NOT private, use seeded noise"
+            ) from exc
         # A key is used for exactly one stream, so a zero initial counter block is safe.
         self._enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
         self._zeros = b""
