@@ -301,6 +301,11 @@ export const ConfigSchema = z.object({
   checkpointEvery: posInt.default(25),
   /** Device for the worker ("" = the worker's default). */
   device: z.string().default(""),
+  /**
+   * Data-parallel workers on this machine (README "Several workers"): each sampled batch is split
+   * over them and one all-reduce joins their gradients, the noise added once; 1: a single worker.
+   */
+  workers: posInt.default(1),
   data: DataSchema.default({}),
   model: ModelSchema.default({}),
   pretrain: PretrainSchema.default({}),

@@ -10,7 +10,7 @@ import { isAbsolute, join } from "node:path";
 import { ConfigError, DataError } from "../util/errors.js";
 import { RewardModel } from "../worker/roles.js";
 import { describeSkips, loadPreferences } from "./data/preferences.js";
-import { WorkerClient } from "../transport/client.js";
+import { spawnPipelineWorkers, type Workers } from "../worker/group.js";
 import { WorkerApi } from "../worker/api.js";
 import { SeededRng } from "../util/rng.js";
 import { projectRoot } from "../util/python.js";
@@ -91,7 +91,8 @@ export function defaultRunDir(cfg: Config): string {
 /** Refuses to reuse a run directory made with another config (a resumed run must be the same run). */
 function claimRunDir(run: RunDir, cfg: Config): void {
   const prev = run.readJson<unknown>("config.json");
-  const norm = (c: unknown) => JSON.stringify(c, (_k, v) => (v === Infinity ? "inf" : v));
+  // how many workers share the work changes nothing the run means: a run may resume with another number
+  const norm = (c: unknown) => JSON.stringify(c, (k, v) => (v === Infinity ? "inf" : k === "workers" ? undefined : v));
   if (prev !== undefined && norm(prev) !== norm(cfg)) {
     const diff = differingFields(JSON.parse(norm(prev)), JSON.parse(norm(cfg)));
     throw new ResumeMismatchError(`${run.dir} holds a run with a different config (${diff.slice(0, 5).join(", ") || "config.json"} differ); pass another --run-dir, or the same config to resume`);
@@ -197,8 +198,8 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     })
     : undefined;
 
-  let client: WorkerClient | undefined;
-  const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn({ onStderr: (l) => run.appendPrivateJsonl("worker-stderr.jsonl", l) })));
+  let client: Workers | undefined;
+  const api = o.api ?? new WorkerApi((client = await spawnPipelineWorkers(cfg.workers, cfg.device, (l) => run.appendPrivateJsonl("worker-stderr.jsonl", l))));
   const stageWallS: Record<string, number> = {};
   try {
     const stop = o.stop ?? { requested: false };

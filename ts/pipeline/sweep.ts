@@ -4,7 +4,7 @@
  * The result is a table in the layout of the paper's Table 1 (Markdown and JSON).
  */
 import { join } from "node:path";
-import { WorkerClient } from "../transport/client.js";
+import { spawnPipelineWorkers, type Workers } from "../worker/group.js";
 import { WorkerApi } from "../worker/api.js";
 import type { Config } from "./config.js";
 import { isComplete, loadData, runPipeline, type RunOptions } from "./run.js";
@@ -49,8 +49,8 @@ async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: Swee
   const progress = o.progress ?? silentProgress;
   const { cfg } = o;
   const data = await loadData(cfg, o.dataDir);
-  let client: WorkerClient | undefined;
-  const api = o.api ?? new WorkerApi((client = await WorkerClient.spawn()));
+  let client: Workers | undefined;
+  const api = o.api ?? new WorkerApi((client = await spawnPipelineWorkers(cfg.workers, cfg.device)));
   const cells: SweepCell[] = [];
   root.writeJson("sweep-config.json", cfg);
   try {

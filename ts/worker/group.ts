@@ -62,6 +62,18 @@ export async function spawnWorkers(n: number, opts: SpawnGroupOptions = {}): Pro
   return WorkerGroup.spawn(n, opts);
 }
 
+/**
+ * The workers of a pipeline run: `n` local workers on `device` (the config's `device` and
+ * `workers`); nccl with one GPU per rank on CUDA, gloo otherwise. stderr lines carry their rank.
+ */
+export function spawnPipelineWorkers(n: number, device: string, onStderr?: (line: string) => void): Promise<Workers> {
+  const cuda = device.startsWith("cuda");
+  return spawnWorkers(n, {
+    ...(cuda ? { backend: "nccl" as const, gpuPerRank: true } : {}),
+    ...(onStderr ? { onStderr: (rank: number, line: string) => onStderr(n > 1 ? `[rank ${rank}] ${line}` : line) } : {}),
+  });
+}
+
 const DEFAULT_TIMEOUT_S = 120;
 /** How long a failed step waits to see whether a rank died (its exit is noticed within ~0.1 s). */
 const CRASH_GRACE_MS = 2_000;

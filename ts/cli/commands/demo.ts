@@ -1,4 +1,5 @@
 import type { Argv } from "yargs";
+import { withWorkers, workersOption } from "./pipeline-common.js";
 import { join } from "node:path";
 import { defaultRunDir, runPipeline } from "../../pipeline/run.js";
 import { consoleProgress } from "../../pipeline/progress.js";
@@ -13,6 +14,7 @@ export function register(cli: Argv): Argv {
     (y) =>
       y
         .options(commonOptions)
+        .options(workersOption)
         .options(runControlOptions)
         .option("scenario", {
           choices: ["classifier", "rlhf"] as const, default: "classifier" as const,
@@ -22,7 +24,7 @@ export function register(cli: Argv): Argv {
     async (args) => {
       const rlhf = args.scenario === "rlhf";
       const file = rlhf ? "rlhf-demo.yaml" : "demo.yaml";
-      const cfg = loadWithOverrides(join(CONFIG_DIR, file), args.set as string[]);
+      const cfg = loadWithOverrides(join(CONFIG_DIR, file), withWorkers(args.set as string[], args.workers));
       process.stderr.write(
         rlhf
           ? `dpalign demo: RLHF on IMDb, DP-SFT + DP reward model + DP-PPO at epsilon 4 (configs/${file})\n`

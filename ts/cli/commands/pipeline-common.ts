@@ -39,3 +39,13 @@ export const commonOptions = {
   "cache-dir": { type: "string", describe: "cache of pretrained models and reward classifiers (default .dpalign-cache/)" },
   set: { type: "string", array: true, default: [] as string[], describe: "override a config field, e.g. --set privacy.epsilon=8 (repeatable)" },
 } as const;
+
+/** --workers N: data-parallel workers on this machine, the same as --set workers=N (README: Several workers). */
+export const workersOption = {
+  workers: { type: "number", describe: "data-parallel workers on this machine (config `workers`, default 1): each batch is split over them, the noise added once" },
+} as const;
+
+/** The --set overrides with --workers appended (it wins over a --set workers=...). */
+export function withWorkers(sets: readonly string[], workers: unknown): string[] {
+  return workers === undefined ? [...sets] : [...sets, `workers=${String(workers)}`];
+}

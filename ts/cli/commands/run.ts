@@ -1,4 +1,5 @@
 import type { Argv } from "yargs";
+import { withWorkers, workersOption } from "./pipeline-common.js";
 import { planRun, formatPlan } from "../../pipeline/plan.js";
 import { accountantCalibrator } from "../../pipeline/privacy.js";
 import { dataSizesForPlan, defaultRunDir, runPipeline, type RunSummary } from "../../pipeline/run.js";
@@ -30,11 +31,12 @@ export function register(cli: Argv): Argv {
       y
         .positional("config", { type: "string", demandOption: true, describe: "config file (configs/*.yaml)" })
         .options(commonOptions)
+        .options(workersOption)
         .options(runControlOptions)
         .option("dry-run", { type: "boolean", default: false, describe: "validate and print the plan (sigma per stage, steps) without training" })
         .option("run-dir", { type: "string", describe: "run directory (default runs/<name>-eps<eps>-seed<seed>); an existing one is resumed" }),
     async (args) => {
-      const cfg = loadWithOverrides(args.config as string, args.set as string[]);
+      const cfg = loadWithOverrides(args.config as string, withWorkers(args.set as string[], args.workers));
       if (args.dryRun) {
         process.stdout.write(formatPlan(planRun(cfg, accountantCalibrator, await dataSizesForPlan(cfg, args.dataDir as string | undefined))) + "\n");
         return;

@@ -1,4 +1,5 @@
 import type { Argv } from "yargs";
+import { withWorkers, workersOption } from "./pipeline-common.js";
 import { join } from "node:path";
 import { runSweep, epsLabel } from "../../pipeline/sweep.js";
 import { planRun, formatPlan } from "../../pipeline/plan.js";
@@ -16,11 +17,12 @@ export function register(cli: Argv): Argv {
       y
         .positional("config", { type: "string", demandOption: true })
         .options(commonOptions)
+        .options(workersOption)
         .options(runControlOptions)
         .option("root", { type: "string", describe: "sweep directory (default runs/sweep-<name>)" })
         .option("dry-run", { type: "boolean", default: false, describe: "print the plan of every grid point" }),
     async (args) => {
-      const cfg = loadWithOverrides(args.config as string, args.set as string[]);
+      const cfg = loadWithOverrides(args.config as string, withWorkers(args.set as string[], args.workers));
       if (args.dryRun) {
         for (const eps of cfg.sweep.epsilons) {
           process.stdout.write(`# epsilon ${epsLabel(eps)}\n${formatPlan(planRun({ ...cfg, privacy: { ...cfg.privacy, epsilon: eps } }, accountantCalibrator))}\n\n`);
