@@ -200,6 +200,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
 
   let client: Workers | undefined;
   const api = o.api ?? new WorkerApi((client = await spawnPipelineWorkers(cfg.workers, cfg.device, (l) => run.appendPrivateJsonl("worker-stderr.jsonl", l))));
+  if (client && cfg.workers > 1) progress.log(`workers: ${cfg.workers} in one process group (${cfg.device.startsWith("cuda") ? "nccl" : "gloo"}); each batch is split over them, the noise added once`);
   const stageWallS: Record<string, number> = {};
   try {
     const stop = o.stop ?? { requested: false };
