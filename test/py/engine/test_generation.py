@@ -80,3 +80,26 @@ def test_rewards_at_last_real_token(tok_dir):
     pr = score(m, {"query_ids": q, "query_lengths": qn, "response_ids": resp, "response_lengths": b["lengths"] - 3},
                False, False, True)["rewards"]
     torch.testing.assert_close(pr, r, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_attention_matches_eager_and_is_switched_back(tok_dir):
+    """generate/score run with SDPA (inference_attention); the private step's vmap needs eager."""
+    from dpalign_worker.engine.generation import _generate, _score
+
+    m = make_model(tok_dir, optimizer=None, value_head=True)
+    perturb_lora(m)
+    ids, lens = prompts(5, seed=9)  # left-padded internally: rows of different lengths
+    assert m.model.lm.config._attn_implementation == "eager"
+    fused = generate(m, ids, lens, max_new_tokens=6, temperature=0.0, return_values=True)
+    assert m.model.lm.config._attn_implementation == "eager"
+    eager = _generate(m, ids, lens, 6, 0, 0.0, 0, 0.0, 0, True)
+    assert torch.equal(fused["response_ids"], eager["response_ids"])
+    torch.testing.assert_close(fused["logprobs"], eager["logprobs"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused["values"], eager["values"], atol=1e-5, rtol=1e-5)
+    batch = {"query_ids": ids, "query_lengths": lens, "response_ids": fused["response_ids"],
+             "response_lengths": fused["response_lengths"]}
+    a = score(m, batch, logprobs=True, values=True, rewards=False)
+    b = _score(m, batch, logprobs=True, values=True, rewards=False)
+    torch.testing.assert_close(a["logprobs"], b["logprobs"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a["values"], b["values"], atol=1e-5, rtol=1e-5)
+    assert m.model.lm.config._attn_implementation == "eager"
