@@ -281,6 +281,11 @@ export const NonPrivateSchema = z.object({
 export const SweepSchema = z.object({
   epsilons: z.array(Epsilon).nonempty().default([Infinity, 8, 4, 2, 1]),
   seeds: z.array(nonNegInt).nonempty().default([0, 1, 2]),
+  /**
+   * With eps = inf in `epsilons`, also run eps = inf with the DP columns' own settings (no
+   * `nonPrivate` overrides): the like-for-like reference of the recovery ratio (table.ts).
+   */
+  infWithDpSettings: z.boolean().default(true),
 }).strict();
 
 export const ConfigSchema = z.object({

@@ -254,7 +254,15 @@ export async function plotSweep(root: string, o: PlotOptions = {}): Promise<Plot
   if (!table) throw new DataError(`${join(root, "table.json")} does not exist: not a sweep root (or no run has finished)`);
   const cfg = r.json<SweepConfigLike>("sweep-config.json") ?? {};
   const name = cfg.name ?? "sweep";
-  const inf = table.columns.find((c) => c.epsilon === Infinity);
+  // The like-for-like non-private column (the DP settings, no noise) is the reference where the
+  // sweep has it; the non-private recipe's column is drawn beside it.
+  const infDp = table.columns.find((c) => c.epsilon === Infinity && c.dpSettings);
+  const infOwn = table.columns.find((c) => c.epsilon === Infinity && !c.dpSettings);
+  const inf = infDp ?? infOwn;
+  const infRefs = (get: (c: Table["columns"][number]) => MeanCi | undefined) => [
+    ...(infDp ? [{ label: "non-private, DP settings (eps = inf)", value: get(infDp) ?? { mean: null, ci95: null } }] : []),
+    ...(infOwn ? [{ label: `non-private${infDp ? ", own recipe" : " aligned"} (eps = inf)`, value: get(infOwn) ?? { mean: null, ci95: null } }] : []),
+  ];
   const seeds = [...new Set(table.columns.map((c) => c.seeds))].join("/");
   const delta = typeof cfg.privacy?.delta === "number" ? `, delta ${cfg.privacy.delta.toExponential(0)}` : "";
   const sub = `mean over ${seeds} seeds per epsilon, bands: 95% CI over seeds (Student t)${delta}`;
@@ -267,7 +275,7 @@ export async function plotSweep(root: string, o: PlotOptions = {}): Promise<Plot
     yTitle: judge ? `mean reward (${judge})` : "mean reward",
     table,
     series: [{ name: "aligned (DP-PPO)", get: (c) => c.aligned }, { name: "SFT only (DP-SFT)", get: (c) => c.sft }],
-    refs: [{ label: "pre-trained (eps = 0)", value: table.pretrained }, ...(inf ? [{ label: "non-private aligned (eps = inf)", value: inf.aligned }] : [])],
+    refs: [{ label: "pre-trained (eps = 0)", value: table.pretrained }, ...infRefs((c) => c.aligned)],
   });
   if (utility) specs.push({ name: "privacy-utility", title: "Privacy-utility curve (mean reward vs epsilon)", spec: utility });
   else skipped.push(`privacy-utility: the sweep has no reward evaluation${cfg.scenario === "reward-model" ? " (scenario reward-model: see the reward-model accuracy chart)" : ""}`);
@@ -277,7 +285,7 @@ export async function plotSweep(root: string, o: PlotOptions = {}): Promise<Plot
     yTitle: "ROUGE-L (F1 x 100)",
     table,
     series: [{ name: "aligned (DP-PPO)", get: (c) => c.rougeL?.aligned ?? { mean: null, ci95: null } }, { name: "SFT only (DP-SFT)", get: (c) => c.rougeL?.sft ?? { mean: null, ci95: null } }],
-    refs: [{ label: "pre-trained (eps = 0)", value: table.pretrained.rougeL ?? { mean: null, ci95: null } }, ...(inf ? [{ label: "non-private aligned (eps = inf)", value: inf.rougeL?.aligned ?? { mean: null, ci95: null } }] : [])],
+    refs: [{ label: "pre-trained (eps = 0)", value: table.pretrained.rougeL ?? { mean: null, ci95: null } }, ...infRefs((c) => c.rougeL?.aligned)],
   });
   if (rouge) specs.push({ name: "rouge-l", title: "ROUGE-L vs epsilon", spec: rouge });
   const rm = curveSpec({

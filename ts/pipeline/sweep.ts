@@ -31,8 +31,24 @@ export interface SweepOptions {
 
 export const epsLabel = (e: number) => (Number.isFinite(e) ? String(e) : "inf");
 
-export function sweepRunDir(root: string, eps: number, seed: number): string {
-  return join(root, `eps${epsLabel(eps)}-seed${seed}`);
+export function sweepRunDir(root: string, eps: number, seed: number, dpSettings = false): string {
+  return join(root, `eps${epsLabel(eps)}${dpSettings ? "-dpsettings" : ""}-seed${seed}`);
+}
+
+/** The sweep's columns: each epsilon, and after eps = inf its like-for-like twin (table.ts). */
+export function sweepColumns(cfg: Config): { eps: number; dpSettings: boolean }[] {
+  return cfg.sweep.epsilons.flatMap((eps) => [
+    { eps, dpSettings: false },
+    ...(eps === Infinity && cfg.sweep.infWithDpSettings ? [{ eps, dpSettings: true }] : []),
+  ]);
+}
+
+/** One run's config: the sweep's, at this seed and epsilon; the like-for-like inf run drops the `nonPrivate` recipe. */
+export function sweepRunConfig(cfg: Config, eps: number, seed: number, dpSettings: boolean): Config {
+  return {
+    ...cfg, seed, name: `${cfg.name}-eps${epsLabel(eps)}${dpSettings ? "-dpsettings" : ""}-seed${seed}`, privacy: { ...cfg.privacy, epsilon: eps },
+    ...(dpSettings ? { nonPrivate: { sft: {}, rm: {}, ppo: {} } } : {}),
+  };
 }
 
 export async function runSweep(o: SweepOptions): Promise<{ cells: SweepCell[]; markdown: string }> {
@@ -55,13 +71,14 @@ async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: Swee
   root.writeJson("sweep-config.json", cfg);
   try {
     for (const seed of cfg.sweep.seeds) {
-      for (const eps of cfg.sweep.epsilons) {
-        const dir = sweepRunDir(o.root, eps, seed);
-        const runCfg: Config = { ...cfg, seed, name: `${cfg.name}-eps${epsLabel(eps)}-seed${seed}`, privacy: { ...cfg.privacy, epsilon: eps } };
+      for (const { eps, dpSettings } of sweepColumns(cfg)) {
+        const dir = sweepRunDir(o.root, eps, seed, dpSettings);
+        const runCfg = sweepRunConfig(cfg, eps, seed, dpSettings);
+        const what = `eps ${epsLabel(eps)}${dpSettings ? " (DP settings)" : ""} seed ${seed}`;
         if (isComplete(dir)) {
-          progress.log(`sweep: eps ${epsLabel(eps)} seed ${seed} already complete, skipped`);
+          progress.log(`sweep: ${what} already complete, skipped`);
         } else {
-          progress.log(`sweep: eps ${epsLabel(eps)} seed ${seed} -> ${dir}`);
+          progress.log(`sweep: ${what} -> ${dir}`);
           if (client?.state === "crashed") {
             // A worker that died between runs loses nothing: every run resumes from its own checkpoints.
             progress.log("sweep: the worker had crashed; starting a fresh one");
@@ -76,7 +93,7 @@ async function sweepLocked(o: SweepOptions, root: RunDir): Promise<{ cells: Swee
         const get = (m: string) => s.evals.find((e) => e.model === m)?.meanReward ?? NaN;
         const rl = (m: string) => s.evals.find((e) => e.model === m)?.rouge?.rougeL ?? NaN;
         cells.push({
-          epsilon: eps, seed, pretrained: get("pretrained"), sft: get("sft"), aligned: get("aligned"),
+          epsilon: eps, seed, pretrained: get("pretrained"), sft: get("sft"), aligned: get("aligned"), ...(dpSettings ? { dpSettings } : {}),
           ...(s.rm ? { rmAccuracy: s.rm.heldOutAccuracy } : {}),
           ...(s.evals.some((e) => e.rouge) ? { rougeL: { pretrained: rl("pretrained"), sft: rl("sft"), aligned: rl("aligned") } } : {}),
           wallS: s.wallS,

@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { buildTable, renderTable } from "../../../ts/pipeline/table.js";
 import { meanCi, tQuantile975 } from "../../../ts/pipeline/stages/evaluate.js";
+import { sweepColumns, sweepRunConfig, sweepRunDir } from "../../../ts/pipeline/sweep.js";
+import { effectiveStages, parseConfig } from "../../../ts/pipeline/config.js";
 
 describe("Table 1 layout", () => {
   const cells = [0, 1, 2].flatMap((seed) => [Infinity, 4, 1].map((epsilon) => ({
@@ -27,6 +29,43 @@ describe("Table 1 layout", () => {
     const rmOnly = renderTable(buildTable(cells.map((c) => ({ ...c, pretrained: NaN, sft: NaN, aligned: NaN, rmAccuracy: 0.55 }))), "hh");
     expect(rmOnly).not.toMatch(/\(aligned\)/);
     expect(rmOnly).toMatch(/reward model held-out accuracy \(%\) \| - \| 55\.00/);
+  });
+  it("adds the like-for-like eps = inf column and the recovery ratio per seed against it", () => {
+    // per seed: pretrained p, inf (DP settings) p + 1, eps 4 p + 0.5 + 0.1 seed, inf (own recipe) p + 2
+    const lf = [0, 1, 2].flatMap((seed) => {
+      const p = 0.1 * seed;
+      return [
+        { epsilon: Infinity, seed, pretrained: p, sft: p, aligned: p + 2, wallS: 1 },
+        { epsilon: Infinity, seed, pretrained: p, sft: p, aligned: p + 1, wallS: 1, dpSettings: true },
+        { epsilon: 4, seed, pretrained: p, sft: p, aligned: p + 0.5 + 0.1 * seed, wallS: 1 },
+      ];
+    });
+    const t = buildTable(lf);
+    expect(t.columns.map((c) => c.label)).toEqual(["4", "inf", "inf (DP settings)"]);
+    const four = t.columns[0];
+    expect(four.recovery.mean).toBeCloseTo(0.6); // 0.5, 0.6, 0.7
+    expect(four.recovery.ci95).toBeCloseTo((tQuantile975(2) * 0.1) / Math.sqrt(3));
+    expect(t.columns[1].recovery.mean).toBeCloseTo(2); // the own recipe against the like-for-like reference
+    expect(Number.isNaN(t.columns[2].recovery.mean)).toBe(true);
+    const md = renderTable(t, "tiny");
+    expect(md.split("\n")[0]).toBe("| model | eps=0 | eps=4 | eps=inf | eps=inf (DP settings) |");
+    expect(md).toMatch(/\| recovery of the non-private gain \(%\) \| 0 \| 60\.00 \+- 24\.84 \| 200\.00 \+- 0\.00 \| 100 \(reference\) \|/);
+    expect(md).toMatch(/eps=inf \(DP settings\): non-private, with the DP columns' data/);
+    // without the like-for-like column the plain inf column is the reference
+    const plain = buildTable(lf.filter((c) => !c.dpSettings));
+    expect(plain.columns[0].recovery.mean).toBeCloseTo(0.3); // 0.25, 0.3, 0.35
+    expect(renderTable(plain, "tiny")).toMatch(/\| 100 \(reference\) \|/);
+  });
+  it("the sweep runs eps = inf twice: the nonPrivate recipe and the DP settings", () => {
+    const cfg = parseConfig({ sweep: { epsilons: ["inf", 4], seeds: [0] }, nonPrivate: { ppo: { lr: 0.0014, whitenAdvantages: "batch" } } });
+    expect(sweepColumns(cfg)).toEqual([{ eps: Infinity, dpSettings: false }, { eps: Infinity, dpSettings: true }, { eps: 4, dpSettings: false }]);
+    const own = effectiveStages(sweepRunConfig(cfg, Infinity, 0, false)).ppo;
+    const matched = effectiveStages(sweepRunConfig(cfg, Infinity, 0, true)).ppo;
+    expect(own.lr).toBe(0.0014);
+    expect(matched.lr).toBe(cfg.ppo.lr);
+    expect(matched.whitenAdvantages).toBe(cfg.ppo.whitenAdvantages);
+    expect(sweepRunDir("/r", Infinity, 2, true)).toBe("/r/epsinf-dpsettings-seed2");
+    expect(sweepColumns(parseConfig({ sweep: { epsilons: ["inf"], infWithDpSettings: false } }))).toHaveLength(1);
   });
   it("meanCi handles tiny samples", () => {
     expect(meanCi([]).mean).toBeNaN();
