@@ -12,13 +12,14 @@ the batch gradient, no noise).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import invalid_argument
-from . import distributed
+from . import distributed, ghost_norms
 from .batch import batch_size, micro_batches
 from .models import LoadedModel
 from .noise import NoiseSource, noise_source
@@ -200,9 +201,22 @@ def _private_grads(m, objective, batch, dp, micro, loss_params, acc):
         from .opacus_backend import per_example_grads as pe_fn
     else:
         pe_fn = per_example_grads
+    # builtin: book-keeping with ghost norms (ghost_norms.py) where exact, else torch.func's
+    # per-example gradients, per micro-batch; m.per_example = "vmap" forces the latter
+    ghost = m.backend != "opacus" and m.per_example != "vmap"
     all_losses, all_norms, all_clipped, all_metrics = [], [], [], []
     for mb in micro_batches(batch, micro):
-        grads, losses, metrics = pe_fn(m.model, objective, mb, m.trainable, loss_params)
+        done = (ghost_norms.clipped_sum(m.model, objective, mb, m.trainable, loss_params, dp.max_grad_norm, acc,
+                                        m.autocast) if ghost else None)
+        if done is not None:
+            losses, norms, metrics = done
+            all_losses.append(losses.float().cpu())
+            all_norms.append(norms.cpu())
+            all_clipped.append((norms > dp.max_grad_norm).cpu())
+            all_metrics.append(metrics)
+            continue
+        with _autocast(m):
+            grads, losses, metrics = pe_fn(m.model, objective, mb, m.trainable, loss_params)
         factors, norms = clip_per_example(grads, dp.max_grad_norm)
         accumulate(acc, grads, factors)
         all_losses.append(losses.detach().float().cpu())
@@ -214,6 +228,14 @@ def _private_grads(m, objective, batch, dp, micro, loss_params, acc):
     return cat(all_losses), cat(all_norms), _gather_metrics(all_metrics), cat(all_clipped)
 
 
+def _autocast(m):
+    """bf16 autocast of the forward (LoadedModel.autocast, ModelSpec dtype "autocast_bfloat16"):
+    weights, accumulator and noise stay float32."""
+    if m.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(m.device.type, dtype=m.autocast)
+
+
 def _nonprivate_grads(m, objective, batch, micro, loss_params, acc):
     n = batch_size(batch)
     names = list(m.trainable)
@@ -221,7 +243,8 @@ def _nonprivate_grads(m, objective, batch, micro, loss_params, acc):
     fwd = _forward_fn(m.model, {})
     all_losses, all_metrics = [], []
     for mb in micro_batches(batch, micro):
-        losses, metrics = objective.compute(fwd, mb, loss_params)
+        with _autocast(m):
+            losses, metrics = objective.compute(fwd, mb, loss_params)
         grads = torch.autograd.grad(losses.sum(), params, allow_unused=True)
         for k, g in zip(names, grads):
             if g is not None:

@@ -30,6 +30,9 @@ from .optim import OptimizerConfig
 
 DTYPES = {"": torch.float32, "float32": torch.float32, "float64": torch.float64,
           "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Mixed precision: float32 weights (the optimizer's master copy), the forward and backward under
+# torch.autocast in the given dtype; gradient sums and noise stay float32 (dp_step.py).
+AUTOCAST = {"autocast_bfloat16": torch.bfloat16}
 
 
 def _no_padding_check(*_a: Any, **_k: Any) -> None:
@@ -98,6 +101,8 @@ class LoadedModel:
     step: int = 0
     base_in_checkpoint: bool = False  # save frozen base weights too (they are not reproducible from the spec)
     train_base: bool = False
+    autocast: torch.dtype | None = None  # ModelSpec dtype "autocast_bfloat16": bf16 autocast, float32 weights
+    per_example: str = "auto"  # "auto": ghost norms where exact (ghost_norms.py), else torch.func; "vmap"
 
     @property
     def eos_id(self) -> int:
@@ -215,9 +220,9 @@ def _hidden_size(lm: nn.Module) -> int:
 def build_model(handle: str, spec: ModelConfig, device: str, optimizer_spec: OptimizerConfig | None = None,
                 backend: str = "") -> LoadedModel:
     """Builds a LoadedModel from a ModelConfig, with an optimizer when one is given."""
-    dtype = DTYPES.get(spec.dtype)
+    dtype = torch.float32 if spec.dtype in AUTOCAST else DTYPES.get(spec.dtype)
     if dtype is None:
-        raise invalid_argument(f"unknown dtype {spec.dtype!r}", supported=",".join(k for k in DTYPES if k))
+        raise invalid_argument(f"unknown dtype {spec.dtype!r}", supported=",".join([*(k for k in DTYPES if k), *AUTOCAST]))
     if backend not in ("", "builtin", "opacus"):
         raise invalid_argument(f"unknown backend {backend!r}", supported="builtin,opacus")
     if backend == "opacus":
@@ -274,7 +279,7 @@ def _build(handle: str, spec: ModelConfig, device: str, optimizer_spec: Optimize
     loaded = LoadedModel(
         handle=handle, model=model, tokenizer=tok, device=dev, lora=lora, source=source, trainable=trainable,
         backend=backend or "builtin", base_in_checkpoint=bool(spec.train_base) or base_from_ckpt or source_kind == "tiny",
-        train_base=bool(spec.train_base),
+        train_base=bool(spec.train_base), autocast=AUTOCAST.get(spec.dtype),
     )
     if optimizer_spec is not None:
         loaded.optimizer, loaded.optimizer_spec = optim.from_spec(optimizer_spec, trainable)
