@@ -96,16 +96,63 @@ export const PretrainSchema = z.object({
   tokenizerDocs: posInt.default(5000),
 }).strict();
 
+/** The n-gram classifier (reward.kind "ngram"): a linear model on hashed n-grams of the policy's token ids. */
+export const NgramRewardSchema = z.object({
+  /** Rows of the hashed weight table (n-grams that collide share a weight). */
+  buckets: z.number().int().min(2).max(2 ** 26).default(2 ** 20),
+  /** Unigrams up to maxN-grams. */
+  maxN: z.number().int().min(1).max(5).default(2),
+  /** Passes over the labeled reviews. */
+  epochs: posNum.default(3),
+  batchSize: posInt.default(256),
+  lr: posNum.default(0.5),
+  weightDecay: z.number().min(0).default(0),
+  /** Tokens kept of each review (its first); 0: every token. */
+  maxTokens: nonNegInt.default(0),
+  /**
+   * Fraction of the training examples that are, at each step, a random window of 1 to
+   * reward.shortWindow tokens of their review instead of the whole review. PPO scores short texts;
+   * without such windows the weights of common n-grams, which barely matter in a 400-token mean,
+   * drift freely and a lone "the" can score like praise.
+   */
+  windowFraction: unit.default(0.5),
+}).strict();
+
 export const RewardSchema = z.object({
-  /** "classifier": a sentiment classifier trained non-privately on the public labeled set; reward = positive-class logit. */
-  kind: z.enum(["classifier"]).default("classifier"),
+  /**
+   * The public reward of PPO and of the evaluation (reward = a score of prompt + completion):
+   * ngram: a linear classifier on hashed n-grams, trained non-privately on the public labeled
+   * reviews (reward = its positive-class logit: mean n-gram weight + bias). transformer: the
+   * pretrained body with a scalar head, trained on a window of each labeled review. hf: a Hugging
+   * Face sequence classifier (`path`, `labelIndex`; reward = that class's logit), not trained here.
+   * python: a user's `function(prompts, completions) -> scores`, called inside the worker.
+   */
+  kind: z.enum(["ngram", "transformer", "hf", "python", "classifier"]).default("ngram"),
+  ngram: NgramRewardSchema.default({}),
+  // kind "transformer":
   steps: posInt.default(300),
   batchSize: posInt.default(32),
   lr: posNum.default(1e-3),
   maxTokens: posInt.default(48),
   /** Which tokens of a labeled review train the classifier: its first or its last maxTokens (the verdict is usually at the end). */
   window: z.enum(["head", "tail"]).default("tail"),
-}).strict();
+  /** kind "hf": a local sequence-classification directory, or a Hugging Face id read from the local cache (HF_HOME; never downloaded). */
+  path: z.string().min(1).optional(),
+  /** kind "hf": the index of the positive class (e.g. 2 for cardiffnlp/twitter-roberta-base-sentiment: negative, neutral, positive). */
+  labelIndex: nonNegInt.default(1),
+  /** kind "hf": the classifier's tokenizer when it is not in `path` (a directory or a cached id). */
+  tokenizer: z.string().min(1).optional(),
+  /** kind "python": "package.module:function", called as function(prompts: list[str], completions: list[str]) -> list[float]. */
+  function: z.string().regex(/^[A-Za-z_][\w.]*:[A-Za-z_]\w*$/, "expected package.module:function").optional(),
+  /** kind "python": directories put in front of the worker's sys.path before importing `function` (relative to the working directory). */
+  pythonPath: z.array(z.string().min(1)).default([]),
+  /** The held-out accuracy is also measured on the last this-many tokens of each review (PPO scores short texts). */
+  shortWindow: posInt.default(24),
+}).strict().superRefine((r, ctx) => {
+  if (r.kind === "classifier") ctx.addIssue({ code: "custom", path: ["kind"], message: '"classifier" was renamed: use "transformer" for the pretrained body with a scalar head, or "ngram" (the default, more accurate)' });
+  if (r.kind === "hf" && !r.path) ctx.addIssue({ code: "custom", path: ["path"], message: 'required when reward.kind is "hf": a local sequence-classification directory or a cached Hugging Face id' });
+  if (r.kind === "python" && !r.function) ctx.addIssue({ code: "custom", path: ["function"], message: 'required when reward.kind is "python": "package.module:function"' });
+});
 
 export const PrivacySchema = z.object({
   /** Target epsilon of the pipeline; "inf" for non-private. */

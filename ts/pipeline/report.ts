@@ -4,6 +4,7 @@ import type { Config } from "./config.js";
 import type { RunDir } from "./run-dir.js";
 import type { RunSummary } from "./run.js";
 import { formatPlan } from "./plan.js";
+import { describeReward } from "./stages/reward.js";
 import { ROUGE_DESCRIPTION } from "../eval/rouge.js";
 import { renderPhaseTable } from "./timing.js";
 
@@ -53,7 +54,7 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   L.push("## Public models", "");
   L.push(`- Pretrained tiny model: ${cfg.model.tiny.nLayer} layers, n_embd ${cfg.model.tiny.nEmbd}, vocab ${cfg.model.tiny.vocabSize}; ${cfg.pretrain.steps} steps on ${s.plan.sizes.publicCorpus} public unsup reviews; final loss ${f(s.pretrain.finalLoss)}${s.pretrain.reused ? " (cached)" : ""}.`);
   if (s.rm && s.reward) L.push(`- DP reward model (D2): accuracy ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% and Eq. 1 loss ${f(s.rm.heldOutLoss)} on ${s.rm.heldOutPairs} public held-out pairs labelled by the gold labeller.`);
-  if (s.reward) L.push(`- Reward classifier${cfg.scenario === "rlhf" ? " (gold labeller)" : ""}: accuracy ${(100 * s.reward.heldOutAccuracy).toFixed(1)}% on ${s.reward.heldOutSize} held-out public reviews (trained on ${s.reward.trainSize})${s.reward.reused ? " (cached)" : ""}.`);
+  if (s.reward) L.push(`- ${cfg.scenario === "rlhf" ? "Gold labeller: the public " : "Public "}${describeReward(s.reward)}.`);
   L.push("", "## Wall time", "", `Total ${f(s.wallS, 0)} s; by stage (this invocation): ${Object.entries(s.stageWallS).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(", ")}.`);
   if (s.ppo?.timing?.length) {
     L.push("", `### Where ${s.plan.dp ? "DP-PPO" : "PPO"}'s time went (this invocation)`, "");

@@ -28,7 +28,7 @@ import { bindRun, fingerprintImdb } from "./binding.js";
 import { silentProgress, type Progress } from "./progress.js";
 import { modelSpec, type BaseModel, type PipelineContext, type StopRequest } from "./context.js";
 import { pretrain, type PretrainResult } from "./stages/pretrain.js";
-import { trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResult } from "./stages/reward.js";
+import { describeReward, trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResult } from "./stages/reward.js";
 import { runSft, type SftResult } from "./stages/sft.js";
 import { runPpo, type PpoResult } from "./stages/ppo.js";
 import { loadDpRewardModel, runRm, runRmOnPreferences, type RmResult } from "./stages/rm.js";
@@ -250,7 +250,7 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     const rm = await trainRewardClassifier(api, cfg, base, roles.classifierTrain, roles.classifierHeldOut, cacheDir, publicProgress);
     stageWallS.reward = (Date.now() - s) / 1000;
     run.writeJson("stages/reward.json", rm);
-    progress.log(`reward classifier: held-out accuracy ${(100 * rm.heldOutAccuracy).toFixed(1)}% on ${rm.heldOutSize} public reviews${rm.reused ? " (cached)" : ""}`);
+    progress.log(describeReward(rm));
     const reward = await loadRewardModel(api, cfg, base, rm);
     let evalRm: EvalRmResult | undefined;
     if (cfg.scenario === "rlhf" && cfg.eval.rewardModelPairs > 0) {

@@ -8,9 +8,12 @@ import dataclasses
 
 from ..engine import checkpoint, dp_step, generation, tokenizer
 from ..engine.lora import LoraConfig
+from ..engine.ngram import NgramConfig
+from ..engine.hf_reward import HfClassifierConfig, TextReward, score_rows
 from ..engine.models import ModelConfig, TinyConfig, build_model, model_summary
 from ..engine.objectives import LossParams, PpoParams
 from ..engine.optim import OptimizerConfig
+from ..engine.python_reward import PythonRewardConfig
 from ..errors import invalid_argument, not_found
 from ..protocol import worker_pb2 as pb
 from ..registry import WorkerContext, handler
@@ -33,9 +36,25 @@ def _enum_name(enum, value: int, what: str) -> str:
     return name
 
 
+def reward_sources(spec: pb.ModelSpec) -> dict:
+    """The reward-only sources of a ModelSpec as engine dataclasses (at most one is set: a oneof)."""
+    which = spec.WhichOneof("source")
+    if which == "ngram":
+        n = spec.ngram
+        return {"ngram": NgramConfig(int(n.buckets), int(n.max_n), n.tokenizer_dir)}
+    if which == "hf_classifier":
+        h = spec.hf_classifier
+        return {"hf_classifier": HfClassifierConfig(h.path, int(h.label_index), h.tokenizer, h.tokenizer_dir, int(h.max_tokens))}
+    if which == "python_reward":
+        p = spec.python_reward
+        return {"python_reward": PythonRewardConfig(p.function, tuple(p.python_path), p.tokenizer_dir)}
+    return {}
+
+
 def model_config(spec: pb.ModelSpec) -> ModelConfig:
     t = spec.tiny
     return ModelConfig(
+        **reward_sources(spec),
         tiny=TinyConfig(t.n_layer, t.n_head, t.n_embd, t.n_positions, t.tokenizer_dir) if spec.HasField("tiny") else None,
         hf_path=spec.hf_path, entry_point=spec.entry_point,
         lora=LoraConfig(int(spec.lora.rank), float(spec.lora.alpha), float(spec.lora.dropout),
@@ -149,6 +168,10 @@ def generate(req: pb.GenerateRequest, ctx: WorkerContext) -> pb.GenerateReply:
 def score_sequences(req: pb.ScoreSequencesRequest, ctx: WorkerContext) -> pb.TensorBatch:
     with ctx.model_lock(req.handle):
         m = _model(ctx, req.handle)
+        if isinstance(m.model, TextReward):  # hf / python rewards score decoded texts
+            if req.logprobs or req.values or not req.rewards:
+                raise invalid_argument(f"model {req.handle!r} is a reward of texts: ask score_sequences for rewards only")
+            return batch_to_proto(score_rows(m, batch_from_proto(req.batch)))
         out = generation.score(m, batch_from_proto(req.batch), req.logprobs, req.values, req.rewards,
                                int(req.micro_batch_size))
     return batch_to_proto(out)

@@ -4,6 +4,7 @@ import { planRun, formatPlan } from "../../pipeline/plan.js";
 import { accountantCalibrator } from "../../pipeline/privacy.js";
 import { dataSizesForPlan, defaultRunDir, runPipeline, type RunSummary } from "../../pipeline/run.js";
 import { consoleProgress } from "../../pipeline/progress.js";
+import { describeReward } from "../../pipeline/stages/reward.js";
 import { commonOptions, loadWithOverrides } from "./pipeline-common.js";
 import { runControlOptions, withStopSignals } from "./run-control.js";
 
@@ -12,7 +13,7 @@ export function printSummary(s: RunSummary): void {
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "-");
   if (s.privacy.notPrivateReason && s.plan.dp) out.write(`\nNOT DIFFERENTIALLY PRIVATE (epsilon = inf): ${s.privacy.notPrivateReason}\n`);
   out.write(`\nrun directory: ${s.runDir}\n`);
-  if (s.reward) out.write(`reward classifier accuracy (held-out public reviews): ${(100 * s.reward.heldOutAccuracy).toFixed(1)}%\n`);
+  if (s.reward) out.write(`${describeReward(s.reward)}\n`);
   if (s.rm) out.write(`DP reward model accuracy (public held-out pairs${s.reward ? ", gold labeller" : ""}): ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% on ${s.rm.heldOutPairs}, loss ${f(s.rm.heldOutLoss)}\n`);
   if (s.evals.length) {
     out.write(`mean ${s.rm ? "gold " : ""}reward on held-out prompts (95% CI over prompts):\n`);

@@ -356,6 +356,9 @@ export namespace dpalign {
                 tiny?: (dpalign.worker.v1.ITinyModelSpec|null);
                 hfPath?: (string|null);
                 entryPoint?: (string|null);
+                ngram?: (dpalign.worker.v1.INgramModelSpec|null);
+                hfClassifier?: (dpalign.worker.v1.IHfClassifierSpec|null);
+                pythonReward?: (dpalign.worker.v1.IPythonRewardSpec|null);
                 lora?: (dpalign.worker.v1.ILoraSpec|null);
                 valueHead?: (boolean|null);
                 rewardHead?: (boolean|null);
@@ -371,6 +374,9 @@ export namespace dpalign {
                 public tiny?: (dpalign.worker.v1.ITinyModelSpec|null);
                 public hfPath?: (string|null);
                 public entryPoint?: (string|null);
+                public ngram?: (dpalign.worker.v1.INgramModelSpec|null);
+                public hfClassifier?: (dpalign.worker.v1.IHfClassifierSpec|null);
+                public pythonReward?: (dpalign.worker.v1.IPythonRewardSpec|null);
                 public lora?: (dpalign.worker.v1.ILoraSpec|null);
                 public valueHead: boolean;
                 public rewardHead: boolean;
@@ -379,7 +385,50 @@ export namespace dpalign {
                 public device: string;
                 public initSeed: number;
                 public dtype: string;
-                public source?: ("tiny"|"hfPath"|"entryPoint");
+                public source?: ("tiny"|"hfPath"|"entryPoint"|"ngram"|"hfClassifier"|"pythonReward");
+            }
+
+            interface INgramModelSpec {
+                buckets?: (number|null);
+                maxN?: (number|null);
+                tokenizerDir?: (string|null);
+            }
+
+            class NgramModelSpec implements INgramModelSpec {
+                constructor(properties?: dpalign.worker.v1.INgramModelSpec);
+                public buckets: number;
+                public maxN: number;
+                public tokenizerDir: string;
+            }
+
+            interface IHfClassifierSpec {
+                path?: (string|null);
+                labelIndex?: (number|null);
+                tokenizer?: (string|null);
+                tokenizerDir?: (string|null);
+                maxTokens?: (number|null);
+            }
+
+            class HfClassifierSpec implements IHfClassifierSpec {
+                constructor(properties?: dpalign.worker.v1.IHfClassifierSpec);
+                public path: string;
+                public labelIndex: number;
+                public tokenizer: string;
+                public tokenizerDir: string;
+                public maxTokens: number;
+            }
+
+            interface IPythonRewardSpec {
+                "function"?: (string|null);
+                pythonPath?: (string[]|null);
+                tokenizerDir?: (string|null);
+            }
+
+            class PythonRewardSpec implements IPythonRewardSpec {
+                constructor(properties?: dpalign.worker.v1.IPythonRewardSpec);
+                public function: string;
+                public pythonPath: string[];
+                public tokenizerDir: string;
             }
 
             enum Optimizer {

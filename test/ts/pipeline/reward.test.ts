@@ -1,0 +1,104 @@
+/**
+ * The public reward stage over a real worker (seconds): the n-gram classifier trained on tiny
+ * IMDb-shaped reviews, measured on whole held-out reviews and on short windows, cached, and
+ * scoring short completions sensibly; and the config's checks of each reward kind.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { WorkerClient } from "../../../ts/transport/client.js";
+import { WorkerApi } from "../../../ts/worker/api.js";
+import { parseConfig } from "../../../ts/pipeline/config.js";
+import { silentProgress } from "../../../ts/pipeline/progress.js";
+import { assignPublicRoles, loadImdb } from "../../../ts/pipeline/data/roles.js";
+import { describeReward, loadRewardModel, trainRewardClassifier } from "../../../ts/pipeline/stages/reward.js";
+import { ConfigError } from "../../../ts/util/errors.js";
+import { tmpDir, writeTinyImdb } from "./helpers.js";
+
+let client: WorkerClient;
+let api: WorkerApi;
+let tokenizerDir: string;
+let pad: number;
+
+const CORPUS = [
+  "this movie was great and wonderful, I loved it", "the worst film, boring and awful", "an excellent cast and the best fun",
+  "a terrible waste of time, bad acting", "I think it was great", "I think it was awful", "the movie review",
+];
+
+beforeAll(async () => {
+  client = await WorkerClient.spawn({ requestTimeoutMs: 60_000 });
+  api = new WorkerApi(client);
+  tokenizerDir = join(tmpDir(), "tok");
+  await api.trainTokenizer({ texts: CORPUS.flatMap((t) => [t, t.toUpperCase()]), vocabSize: 300, outDir: tokenizerDir });
+  const info = await api.loadModel({ handle: "probe", spec: { ngram: { buckets: 16, maxN: 1, tokenizerDir } } });
+  pad = info.padTokenId;
+  await api.unloadModel("probe");
+});
+afterAll(async () => {
+  await client?.close();
+});
+
+describe("reward.kind ngram", () => {
+  it("learns sentiment from whole public reviews, reports whole and short-window accuracy, scores short completions sensibly, and is cached", async () => {
+    const dataDir = writeTinyImdb(tmpDir(), { train: 4, test: 160, unsup: 4 });
+    const cfg = parseConfig({
+      data: { classifierTrain: 120, classifierHeldOut: 30, evalPrompts: 10, privateSize: 2 },
+      reward: { shortWindow: 8, ngram: { buckets: 4096, epochs: 20, batchSize: 32, lr: 0.3 } },
+    });
+    expect(cfg.reward.kind).toBe("ngram"); // the default
+    const pub = assignPublicRoles(await loadImdb(dataDir), { ...cfg.data, pretrainDocs: 1, rmHeldOut: 0, lmHeldOut: 0 });
+    const base = { tokenizerDir, checkpoint: "", padId: pad, eosId: 0 };
+    const cacheDir = tmpDir("dpalign-cache-");
+    const r = await trainRewardClassifier(api, cfg, base, pub.classifierTrain, pub.classifierHeldOut, cacheDir, silentProgress);
+    expect(r.kind).toBe("ngram");
+    expect(r.reused).toBe(false);
+    expect(r.trainSize).toBe(120);
+    expect(r.heldOutSize).toBe(30);
+    // the tiny reviews are separable by their sentiment words, in whole and in their last 8 tokens
+    expect(r.heldOutAccuracy).toBeGreaterThanOrEqual(0.9);
+    expect(r.shortWindowTokens).toBe(8);
+    expect(r.shortWindowAccuracy).toBeGreaterThanOrEqual(0.8);
+    expect(r.trainS).toBeGreaterThan(0);
+    expect(existsSync(join(r.checkpoint, "weights.safetensors"))).toBe(true);
+    expect(JSON.parse(readFileSync(join(r.checkpoint, "manifest.json"), "utf8")).source).toHaveProperty("ngram");
+    expect(describeReward(r)).toMatch(/n-gram classifier\): held-out accuracy \d+\.\d% on whole 30 public reviews, \d+\.\d% on their last 8 tokens; trained on 120/);
+
+    const rm = await loadRewardModel(api, cfg, base, r);
+    const texts = ["great and wonderful", "I loved it, excellent", "boring and awful", "a terrible waste"];
+    const s = await rm.score(await rm.tokenize(texts, 0), pad);
+    expect(Math.min(s[0], s[1])).toBeGreaterThan(Math.max(s[2], s[3]));
+    expect(s[0]).toBeGreaterThan(0);
+    expect(s[2]).toBeLessThan(0);
+    await rm.unload();
+
+    const again = await trainRewardClassifier(api, cfg, base, pub.classifierTrain, pub.classifierHeldOut, cacheDir, silentProgress);
+    expect(again.reused).toBe(true);
+    expect(again.heldOutAccuracy).toBe(r.heldOutAccuracy);
+    // another n-gram setting is another classifier
+    const other = parseConfig({ ...cfg, reward: { ...cfg.reward, ngram: { ...cfg.reward.ngram, maxN: 1 } } });
+    const r1 = await trainRewardClassifier(api, other, base, pub.classifierTrain, pub.classifierHeldOut, cacheDir, silentProgress);
+    expect(r1.reused).toBe(false);
+    expect(r1.key).not.toBe(r.key);
+  }, 120_000);
+});
+
+describe("reward config", () => {
+  const issues = (reward: unknown) => {
+    try {
+      parseConfig({ reward });
+      return "";
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as Error).message;
+    }
+  };
+  it("names the missing field of each kind, and the renamed kind", () => {
+    expect(issues({ kind: "hf" })).toMatch(/reward\.path: required when reward\.kind is "hf"/);
+    expect(issues({ kind: "python" })).toMatch(/reward\.function: required when reward\.kind is "python"/);
+    expect(issues({ kind: "python", function: "not a function" })).toMatch(/reward\.function: expected package\.module:function/);
+    expect(issues({ kind: "classifier" })).toMatch(/reward\.kind: "classifier" was renamed: use "transformer"/);
+    expect(issues({ ngram: { maxN: 9 } })).toMatch(/reward\.ngram\.maxN/);
+    expect(issues({ kind: "transformer" })).toBe("");
+    expect(issues({ kind: "hf", path: "some/dir", labelIndex: 2 })).toBe("");
+  });
+});
