@@ -133,6 +133,10 @@ class ModelConfig:
     tiny: TinyConfig | None = None
     hf_path: str = ""
     entry_point: str = ""
+    # reward-only sources (engine/ngram.py, hf_reward.py, python_reward.py): no LoRA, heads or generation
+    ngram: Any = None               # ngram.NgramConfig
+    hf_classifier: Any = None       # hf_reward.HfClassifierConfig
+    python_reward: Any = None       # python_reward.PythonRewardConfig
     lora: LoraConfig = field(default_factory=LoraConfig)
     value_head: bool = False
     reward_head: bool = False
@@ -144,9 +148,12 @@ class ModelConfig:
 
     def source_kind(self) -> str:
         kinds = [k for k, on in (("tiny", self.tiny is not None), ("hf_path", bool(self.hf_path)),
-                                 ("entry_point", bool(self.entry_point))) if on]
+                                 ("entry_point", bool(self.entry_point)), ("ngram", self.ngram is not None),
+                                 ("hf_classifier", self.hf_classifier is not None),
+                                 ("python_reward", self.python_reward is not None)) if on]
         if len(kinds) != 1:
-            raise invalid_argument("a model needs exactly one source: tiny, hf_path or entry_point",
+            raise invalid_argument("a model needs exactly one source: tiny, hf_path, entry_point, ngram, "
+                                   "hf_classifier or python_reward",
                                    given=",".join(kinds))
         return kinds[0]
 
@@ -171,14 +178,13 @@ def _gpt2_tiny(spec: TinyConfig, tokenizer, dtype) -> nn.Module:
 
 
 def _hf_local(path: str, dtype):
-    import os
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .hf_reward import hf_location
     from .tokenizer import ensure_pad
 
-    if not os.path.isdir(path):
-        raise not_found(f"model directory {path!r} does not exist", path=path)
+    # a directory, or a Hugging Face id read from the local cache (HF_HOME) only: never downloaded
+    path = hf_location(path, "model (model.hfPath)")
     try:
         lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype, attn_implementation="eager")
     except (ValueError, TypeError):
@@ -240,6 +246,8 @@ def _build(handle: str, spec: ModelConfig, device: str, optimizer_spec: Optimize
     from .tokenizer import load_tokenizer
 
     source_kind = spec.source_kind()
+    if source_kind in REWARD_SOURCES:
+        return _build_reward_source(handle, source_kind, spec, device, optimizer_spec, dtype)
     if spec.tiny is not None:
         tok = load_tokenizer(spec.tiny.tokenizer_dir)
         lm = _gpt2_tiny(spec.tiny, tok, dtype)
@@ -284,6 +292,27 @@ def _build(handle: str, spec: ModelConfig, device: str, optimizer_spec: Optimize
     if optimizer_spec is not None:
         loaded.optimizer, loaded.optimizer_spec = optim.from_spec(optimizer_spec, trainable)
     return loaded
+
+
+REWARD_SOURCES = ("ngram", "hf_classifier", "python_reward")
+
+
+def _build_reward_source(handle: str, kind: str, spec: ModelConfig, device: str,
+                         optimizer_spec: OptimizerConfig | None, dtype) -> LoadedModel:
+    """The reward-only sources score texts or token rows; LoRA, heads and base training do not apply."""
+    if spec.lora.enabled or spec.value_head or spec.train_base:
+        raise invalid_argument(f"a {kind} reward takes no LoRA, value head or train_base")
+    dev = torch.device(spec.device or device)
+    if kind == "ngram":
+        from .ngram import build
+        return build(handle, spec.ngram, dev, optimizer_spec, spec.init_checkpoint, dtype)
+    if optimizer_spec is not None:
+        raise invalid_argument(f"a {kind} reward is not trainable (load it without an optimizer)")
+    if kind == "hf_classifier":
+        from .hf_reward import build as build_hf
+        return build_hf(handle, spec.hf_classifier, dev, dtype)
+    from .python_reward import build as build_py
+    return build_py(handle, spec.python_reward, dev)
 
 
 def model_summary(m: LoadedModel) -> dict:
