@@ -224,13 +224,11 @@ class WorkerServer:
         if method == "handshake":
             self._handshake(identity, req.id, body)
             return
-        if session is not None and identity != session.peer and session.live(now):
-            self._busy(identity, req.id, session, now)
-            return
         if method == "shutdown" and body.end_session:
-            self._route([identity, *self._execute(req.id, method, body, MessageFrames(frames[1:]))])
-            if session is not None and identity == session.peer:
+            reply = self._execute(req.id, method, body, MessageFrames(frames[1:]))
+            if session is not None and identity == session.peer:  # before the reply: it says the worker is free
                 self._end_session(f"its control plane ended it ({body.reason or 'no reason given'})")
+            self._route([identity, *reply])
         elif method in INLINE_METHODS:
             self._route([identity, *self._execute(req.id, method, body, MessageFrames(frames[1:]))])
             if method == "shutdown":
@@ -299,6 +297,12 @@ class WorkerServer:
         self.session = None
         self.peer = None
         self.ctx.models.clear()
+        distributed = sys.modules.get("dpalign_worker.engine.distributed")
+        if distributed is not None:
+            try:
+                distributed.leave_group()
+            except Exception:  # noqa: BLE001  a group whose other ranks are gone may not close cleanly
+                log.warning("could not leave the process group of the ended session", exc_info=True)
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():

@@ -12,14 +12,15 @@
  * worker process, its stderr, its exit, the ipc:// socket file) and an RpcChannel (channel.ts: the
  * DEALER socket, request ids, timeouts, heartbeats, the handshake).
  */
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { ensurePythonEnv, projectRoot, resolvePython } from "../util/python.js";
 import type { CallOptions, RpcCaller } from "../protocol/rpc.js";
-import { RpcChannel } from "./channel.js";
+import { RpcChannel, type ConnectionLog } from "./channel.js";
 import { PROTOCOL_VERSION } from "./codec.js";
 import { loadClientKeys, type CurveClientKeys } from "./curve.js";
 import { freshIpcEndpoint, ipcPath } from "./endpoint.js";
-import { RequestTimeoutError, WorkerClosedError, WorkerCrashedError, WorkerStartError } from "./errors.js";
+import { RequestTimeoutError, WorkerBusyError, WorkerClosedError, WorkerCrashedError, WorkerRequestError, WorkerStartError } from "./errors.js";
 import type { HandshakeReply, Method, ReplyOf, RequestOf } from "../protocol/messages.js";
 import { ProcessSupervisor, type ExitInfo } from "./supervisor.js";
 
@@ -50,7 +51,18 @@ export interface WorkerClientOptions {
   keysDir?: string;
   /** Protocol version announced at handshake; only tests of version checks set it. */
   protocolVersion?: number;
+  /**
+   * Silence after which the worker may serve another control plane instead of this one (default:
+   * 60 s for connect(), where the client sends a keep-alive every second; 0 for spawn(): a spawned
+   * worker is this process's alone). A worker refuses a second control plane while the first is
+   * connected and not silent for this long.
+   */
+  sessionTimeoutMs?: number;
 }
+
+/** Connection-level failures during start-up that waiting longer cannot fix. */
+const DEFINITIVE_OTHER_FAILURES = 3;
+const KEEPALIVE_MS = 1_000;
 
 const STDERR_LINES_KEPT = 40;
 
@@ -63,6 +75,9 @@ export class WorkerClient implements RpcCaller {
   private crashListeners: ((e: WorkerCrashedError) => void)[] = [];
   /** Why the worker last crashed, for calls made after it (a crash with nothing in flight reports to no one). */
   private lastCrash: WorkerCrashedError | undefined;
+  private keepAlive: NodeJS.Timeout | undefined;
+  /** Names this control plane to the worker, across reconnects and restarts (a worker serves one session at a time). */
+  readonly sessionId = randomBytes(12).toString("hex");
 
   private constructor(private readonly opts: WorkerClientOptions, endpoint: string, private readonly spawned: boolean) {
     this._endpoint = endpoint;
@@ -124,14 +139,18 @@ export class WorkerClient implements RpcCaller {
     return this.channel.request(method, request, options.timeoutMs ?? this.opts.requestTimeoutMs ?? 600_000);
   }
 
-  /** Stops the worker (shutdown request, then SIGKILL if it lingers) and closes the socket. */
+  /**
+   * Stops a spawned worker (shutdown request, then SIGKILL if it lingers); a connected one is only
+   * released (its session ends, its models are dropped) and keeps serving the next control plane.
+   * Then closes the socket.
+   */
   async close(): Promise<void> {
     if (this._state === "closed" || this._state === "closing") return;
     const wasReady = this._state === "ready";
     this._state = "closing";
     if (wasReady && this.channel) {
       try {
-        await this.channel.request("shutdown", { reason: "client closed" }, 5_000);
+        await this.channel.request("shutdown", { reason: "client closed", endSession: !this.spawned }, 5_000);
       } catch {
         // A worker that cannot answer is killed below.
       }
@@ -166,15 +185,25 @@ export class WorkerClient implements RpcCaller {
         else if (this._state === "ready") this.crash(`the worker process (pid ${worker.pid}) ${describeExit(info)}`);
       });
     }
-    const channel = new RpcChannel(this._endpoint, { curve: this.opts.curve, onLog: this.opts.onStderr });
+    const remote = !this.spawned;
+    const channel = new RpcChannel(this._endpoint, { curve: this.opts.curve, onLog: this.opts.onStderr, routingId: this.sessionId, observeConnection: remote });
     this.channel = channel;
+    if (remote) {
+      channel.onConnectionEvent((log) => {
+        const why = definitiveConnectFailure(log, this.opts.curve !== undefined);
+        if (why) startFailure?.(new WorkerStartError(this.connectFailureMessage(why, log)));
+      });
+    }
     const startTimeout = this.opts.startTimeoutMs ?? 90_000;
+    const sessionTimeoutMs = this.opts.sessionTimeoutMs ?? (remote ? 60_000 : 0);
     try {
       this._handshake = await Promise.race([
         channel.handshake({
           protocolVersion: this.opts.protocolVersion ?? PROTOCOL_VERSION,
-          client: "dpalign-ts/0.1.0",
+          client: `dpalign-ts/0.1.0 pid ${process.pid}`,
           heartbeatIntervalMs: this.opts.heartbeatIntervalMs ?? 1000,
+          sessionId: this.sessionId,
+          sessionTimeoutMs,
         }, startTimeout),
         failedToStart,
       ]);
@@ -182,13 +211,19 @@ export class WorkerClient implements RpcCaller {
       await this.teardown(1_000);
       this._state = "closed";
       if (e instanceof RequestTimeoutError) {
+        if (remote) throw new WorkerStartError(this.connectFailureMessage(undefined, channel.connection, startTimeout));
         const keysHint = this.opts.curve ? " (if the worker uses CurveZMQ, check that its authorized_keys lists this client's key and worker.pub matches)" : "";
         throw new WorkerStartError(`no handshake from the worker at ${this._endpoint} within ${startTimeout} ms${keysHint}${this.stderrHint()}`);
       }
+      if (e instanceof WorkerRequestError && e.workerCode === "WORKER_BUSY") throw new WorkerBusyError(`${this._endpoint}: ${e.message.replace(/^worker handshake: /, "")}`);
       throw e;
     }
     startFailure = undefined;
     this._state = "ready";
+    if (remote && sessionTimeoutMs > 0) {
+      this.keepAlive = setInterval(() => channel.sendKeepAlive(), Math.min(KEEPALIVE_MS, sessionTimeoutMs / 4));
+      this.keepAlive.unref();
+    }
     const hbTimeout = this.opts.heartbeatTimeoutMs ?? Math.max(5_000, 5 * this._handshake.heartbeatIntervalMs);
     channel.watchHeartbeats(hbTimeout, (silentMs) => {
       if (this.channel === channel) this.crash(`no heartbeat from the worker for ${silentMs} ms (limit ${hbTimeout} ms)`);
@@ -222,6 +257,33 @@ export class WorkerClient implements RpcCaller {
     return new WorkerStartError(`the worker process ${describeExit(info)} during start-up${this.stderrHint()}`);
   }
 
+  /**
+   * Why a worker started by hand could not be reached, from what the socket saw: `why` is a
+   * definitive failure, or undefined after `timeoutMs` without a handshake. Names the flags to fix.
+   */
+  private connectFailureMessage(why: ConnectFailure | undefined, log: Readonly<ConnectionLog>, timeoutMs?: number): string {
+    const ep = this._endpoint;
+    const keys = this.opts.keysDir ?? "the --worker-keys directory";
+    switch (why ?? (log.connected === 0 ? (log.retries > 0 ? "refused" : "unreachable") : log.handshakes === 0 ? "no-zmtp" : "silent")) {
+      case "auth":
+        return `the worker at ${ep} refused this control plane's CurveZMQ key: the authorized_keys file in the worker's --keys directory does not list the public key of ${join(keys, "client.key")}. Copy authorized_keys from the same \`dpalign worker keygen\` directory to the worker's --keys directory (or append this key) and restart the worker`;
+      case "needs-keys":
+        return `the worker at ${ep} requires CurveZMQ: pass --worker-keys DIR, the \`dpalign worker keygen\` directory holding worker.pub and client.key`;
+      case "no-curve":
+        return `the worker at ${ep} does not use CurveZMQ, but --worker-keys was given: start the worker with --keys DIR (needed for any non-loopback address), or leave --worker-keys out for a loopback worker`;
+      case "server-key":
+        return `the CurveZMQ handshake with the worker at ${ep} failed (${log.otherFailures[0]}): worker.pub in ${keys} is not the public key of the worker listening there. Use the keygen directory whose worker.key the worker was started with (--keys)`;
+      case "refused":
+        return `nothing accepts connections at ${ep} (connection refused, retried for ${((timeoutMs ?? 0) / 1000).toFixed(0)} s): start a worker there with \`dpalign worker --endpoint tcp://0.0.0.0:PORT --keys DIR\`, and check the host and port of --worker-endpoint`;
+      case "unreachable":
+        return `cannot reach ${ep} within ${((timeoutMs ?? 0) / 1000).toFixed(0)} s (no connection: wrong host, a firewall, or the machine is down); check --worker-endpoint, or raise --worker-timeout`;
+      case "no-zmtp":
+        return `connected to ${ep}, but what listens there did not complete a ZeroMQ handshake within ${((timeoutMs ?? 0) / 1000).toFixed(0)} s: is it a dpalign worker? Check the port of --worker-endpoint`;
+      default:
+        return `the worker at ${ep} accepted the connection but did not answer the handshake within ${((timeoutMs ?? 0) / 1000).toFixed(0)} s (busy starting, or hung); raise --worker-timeout or restart the worker`;
+    }
+  }
+
   private stderrHint(): string {
     return this.worker?.stderrHint(8) ?? "";
   }
@@ -245,9 +307,20 @@ export class WorkerClient implements RpcCaller {
    * to exit on its own, then SIGKILL; the ipc:// socket file goes with it.
    */
   private async teardown(graceMs: number, err: Error = new WorkerClosedError()): Promise<void> {
+    if (this.keepAlive) clearInterval(this.keepAlive);
+    this.keepAlive = undefined;
     this.channel?.close(err);
     await this.worker?.stop(graceMs);
   }
+}
+
+type ConnectFailure = "auth" | "needs-keys" | "no-curve" | "server-key";
+
+function definitiveConnectFailure(log: Readonly<ConnectionLog>, hasKeys?: boolean): ConnectFailure | undefined {
+  if (log.authFailures > 0) return "auth";
+  if (log.protocolFailures.some((c) => /MECHANISM_MISMATCH/.test(c))) return hasKeys ? "no-curve" : "needs-keys";
+  if (hasKeys && log.otherFailures.length >= DEFINITIVE_OTHER_FAILURES) return "server-key";
+  return undefined;
 }
 
 function describeExit(info: ExitInfo): string {

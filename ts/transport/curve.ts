@@ -1,6 +1,7 @@
 /**
  * CurveZMQ keys for workers reached over tcp:// (DESIGN: an unauthenticated remote peer is
- * refused). `dpalign worker keygen --out DIR` writes:
+ * refused). `dpalign worker keygen --out DIR` writes (the control plane reads its files from
+ * `--worker-keys DIR`, the worker from `--keys DIR`):
  *   worker.key       the worker's key pair (stays on the worker's machine)
  *   worker.pub       the worker's public key (the control plane needs it)
  *   client.key       the control plane's key pair (stays on the control plane's machine)

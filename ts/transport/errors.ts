@@ -23,6 +23,13 @@ export class ProtocolMismatchError extends DpalignError {
   }
 }
 
+/** The worker serves another control plane: a worker has one session at a time. */
+export class WorkerBusyError extends DpalignError {
+  constructor(message: string) {
+    super("WORKER_BUSY", message);
+  }
+}
+
 /** The worker could not be started or reached (missing Python, bad endpoint, slow start). */
 export class WorkerStartError extends DpalignError {
   constructor(message: string) {

@@ -70,6 +70,17 @@ def init_group(rank: int, world_size: int, master_addr: str, master_port: int, b
     return _group
 
 
+def leave_group() -> None:
+    """Leaves the process group, if any: a worker whose control plane ended its session (a worker
+    started by hand serves the next one) must not reduce with the old ranks."""
+    global _group
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _group = None
+
+
 def group() -> GroupInfo | None:
     """The process group this worker is in, or None (a lone worker: nothing to reduce)."""
     return _group if _group is not None and _group.world_size > 1 else None

@@ -16,10 +16,11 @@ const ids = Tensor.paddedInt64([[1, 2, 3], [4]], 0);
  * these bodies no longer fit fails there.
  */
 const requests: { [M in Method]: RequestOf<M> } = {
-  handshake: { protocolVersion: PROTOCOL_VERSION, client: "test", heartbeatIntervalMs: 100 },
+  handshake: { protocolVersion: PROTOCOL_VERSION, client: "test", heartbeatIntervalMs: 100, sessionId: "ab12", sessionTimeoutMs: 60_000 },
   ping: {},
-  shutdown: { reason: "done" },
+  shutdown: { reason: "done", endSession: true },
   echo: { batch: { t, ids }, payload: Buffer.from([1, 2]) /* the codec decodes bytes as Buffers */, sleepMs: 3, raiseError: "" },
+  probePath: { path: "/tmp/.dpalign-probe-1", expected: Buffer.from([7, 8]), answerPath: "/tmp/.dpalign-probe-1.worker", answer: Buffer.from([9]) },
   loadModel: {
     handle: "policy",
     spec: { tiny: { nLayer: 2, nHead: 2, nEmbd: 32, nPositions: 64, tokenizerDir: "/tmp/tok" }, lora: { rank: 4, alpha: 8, dropout: 0, targetModules: ["c_attn"] }, valueHead: true, initSeed: 3 },
@@ -87,9 +88,10 @@ describe("protocol codec", () => {
   });
 
   const replies: { [M in Method]?: ReplyOf<M> } = {
-    handshake: { protocolVersion: 1, workerVersion: "0.1.0", pid: 7, heartbeatIntervalMs: 1000, capabilities: { pythonVersion: "3.11", torchVersion: "2", device: "cpu", devices: ["cpu"], backends: ["builtin"], methods: ["ping"], packages: { peft: "1" } } },
+    handshake: { protocolVersion: 1, workerVersion: "0.1.0", pid: 7, heartbeatIntervalMs: 1000, hostname: "gpu-1", capabilities: { pythonVersion: "3.11", torchVersion: "2", device: "cpu", devices: ["cpu"], backends: ["builtin"], methods: ["ping"], packages: { peft: "1" } } },
     ping: { workerTimeS: 1.5 },
     echo: { batch: { t }, payload: Buffer.from([9]) },
+    probePath: { found: true, matches: false, error: "the file there holds other content", answered: true, answerError: "", hostname: "gpu-1" },
     loadModel: { handle: "p", totalParameters: 100, trainableParameters: 10, trainableNames: ["a"], vocabSize: 300, maxPositions: 64, eosTokenId: 1, padTokenId: 0, device: "cpu", backend: "builtin" },
     tokenize: { input_ids: ids },
     trainStep: { step: 3, examples: 5, loss: 0.5, gradNormQuantiles: [0, 1, 2, 3, 4], fractionClipped: 0.2, noiseMultiplier: 1.1, maxGradNorm: 1, dp: true, noiseMode: "seeded", noiseSeed: 0, noiseStd: 1.1, metrics: { kl: 0.1 } },

@@ -3,8 +3,9 @@ import { withWorkers, workersOption } from "./pipeline-common.js";
 import { join } from "node:path";
 import { defaultRunDir, runPipeline } from "../../pipeline/run.js";
 import { consoleProgress } from "../../pipeline/progress.js";
-import { CONFIG_DIR, commonOptions, loadWithOverrides } from "./pipeline-common.js";
-import { printSummary } from "./run.js";
+import { CONFIG_DIR, commonOptions, loadWithOverrides, workerOptions } from "./pipeline-common.js";
+import { printSummary, runSharedDirs } from "./run.js";
+import { openRemoteWorkers, type RemoteWorkerFlags } from "../../worker/connect.js";
 import { runControlOptions, withStopSignals } from "./run-control.js";
 
 export function register(cli: Argv): Argv {
@@ -16,6 +17,7 @@ export function register(cli: Argv): Argv {
         .options(commonOptions)
         .options(workersOption)
         .options(runControlOptions)
+        .options(workerOptions)
         .option("scenario", {
           choices: ["classifier", "rlhf"] as const, default: "classifier" as const,
           describe: "classifier: PPO against the public sentiment classifier (configs/demo.yaml); rlhf: a DP reward model from gold-labelled pairs, then PPO against it (configs/rlhf-demo.yaml)",
@@ -30,12 +32,18 @@ export function register(cli: Argv): Argv {
           ? `dpalign demo: RLHF on IMDb, DP-SFT + DP reward model + DP-PPO at epsilon 4 (configs/${file})\n`
           : `dpalign demo: IMDb positive continuations, DP-SFT + DP-PPO at epsilon 4 (configs/${file})\n`,
       );
-      const s = await withStopSignals((stop) => runPipeline({
-        cfg, runDir: (args.runDir as string | undefined) ?? defaultRunDir(cfg), dataDir: args.dataDir as string | undefined,
-        cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
-        showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
-      }));
-      printSummary(s);
+      const runDir = (args.runDir as string | undefined) ?? defaultRunDir(cfg);
+      const remote = await openRemoteWorkers(args as RemoteWorkerFlags, runSharedDirs(runDir, args.cacheDir as string | undefined), cfg.workers);
+      try {
+        const s = await withStopSignals((stop) => runPipeline({
+          cfg, runDir, dataDir: args.dataDir as string | undefined, api: remote?.api,
+          cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
+          showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
+        }));
+        printSummary(s);
+      } finally {
+        await remote?.close();
+      }
     },
   );
 }

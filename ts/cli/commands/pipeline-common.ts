@@ -49,3 +49,14 @@ export const workersOption = {
 export function withWorkers(sets: readonly string[], workers: unknown): string[] {
   return workers === undefined ? [...sets] : [...sets, `workers=${String(workers)}`];
 }
+
+/** A worker started by hand (`dpalign worker`, possibly on another machine) instead of a spawned one: ts/worker/connect.ts. */
+export const workerOptions = {
+  "worker-endpoint": {
+    type: "string", array: true,
+    describe: "use the worker started by hand at tcp://HOST:PORT (`dpalign worker --endpoint tcp://0.0.0.0:PORT --keys DIR` there) instead of spawning one; repeat for data-parallel ranks (the first is rank 0); workers must see the run directory and model cache at the same paths (README: Remote workers)",
+  },
+  "worker-keys": { type: "string", describe: "the `dpalign worker keygen` directory holding worker.pub and client.key (CurveZMQ; needed unless the worker listens on a loopback address)" },
+  "worker-timeout": { type: "number", default: 30, describe: "seconds to wait for a remote worker's handshake" },
+  "worker-rendezvous": { type: "string", describe: "several --worker-endpoint: HOST:PORT where the ranks meet, on the first worker's machine (default: its endpoint's host, port + 1)" },
+} as const;

@@ -1,11 +1,13 @@
+import { dirname, resolve } from "node:path";
 import type { Argv } from "yargs";
 import { withWorkers, workersOption } from "./pipeline-common.js";
 import { planRun, formatPlan } from "../../pipeline/plan.js";
 import { accountantCalibrator } from "../../pipeline/privacy.js";
-import { dataSizesForPlan, defaultRunDir, runPipeline, type RunSummary } from "../../pipeline/run.js";
+import { dataSizesForPlan, DEFAULT_CACHE_DIR, defaultRunDir, runPipeline, type RunSummary } from "../../pipeline/run.js";
 import { consoleProgress } from "../../pipeline/progress.js";
 import { describeReward } from "../../pipeline/stages/reward.js";
-import { commonOptions, loadWithOverrides } from "./pipeline-common.js";
+import { commonOptions, loadWithOverrides, workerOptions } from "./pipeline-common.js";
+import { openRemoteWorkers, type RemoteWorkerFlags, type SharedDir } from "../../worker/connect.js";
 import { runControlOptions, withStopSignals } from "./run-control.js";
 
 export function printSummary(s: RunSummary): void {
@@ -24,6 +26,11 @@ export function printSummary(s: RunSummary): void {
   out.write(`wall time ${s.wallS.toFixed(0)} s; report: ${s.runDir}/report.md\n`);
 }
 
+/** What a remote worker must see at the same paths for one run: where the run directory goes, and the model cache. */
+export function runSharedDirs(runDir: string, cacheDir: string | undefined): SharedDir[] {
+  return [{ dir: dirname(resolve(runDir)), what: "directory of the run directory" }, { dir: cacheDir ?? DEFAULT_CACHE_DIR, what: "model cache (--cache-dir)" }];
+}
+
 export function register(cli: Argv): Argv {
   return cli.command(
     "run <config>",
@@ -34,6 +41,7 @@ export function register(cli: Argv): Argv {
         .options(commonOptions)
         .options(workersOption)
         .options(runControlOptions)
+        .options(workerOptions)
         .option("dry-run", { type: "boolean", default: false, describe: "validate and print the plan (sigma per stage, steps) without training" })
         .option("run-dir", { type: "string", describe: "run directory (default runs/<name>-eps<eps>-seed<seed>); an existing one is resumed" }),
     async (args) => {
@@ -42,12 +50,18 @@ export function register(cli: Argv): Argv {
         process.stdout.write(formatPlan(planRun(cfg, accountantCalibrator, await dataSizesForPlan(cfg, args.dataDir as string | undefined))) + "\n");
         return;
       }
-      const s = await withStopSignals((stop) => runPipeline({
-        cfg, runDir: (args.runDir as string | undefined) ?? defaultRunDir(cfg), dataDir: args.dataDir as string | undefined,
-        cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
-        showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
-      }));
-      printSummary(s);
+      const runDir = (args.runDir as string | undefined) ?? defaultRunDir(cfg);
+      const remote = await openRemoteWorkers(args as RemoteWorkerFlags, runSharedDirs(runDir, args.cacheDir as string | undefined), cfg.workers);
+      try {
+        const s = await withStopSignals((stop) => runPipeline({
+          cfg, runDir, dataDir: args.dataDir as string | undefined, api: remote?.api,
+          cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
+          showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
+        }));
+        printSummary(s);
+      } finally {
+        await remote?.close();
+      }
     },
   );
 }

@@ -6,7 +6,9 @@ import { planRun, formatPlan } from "../../pipeline/plan.js";
 import { accountantCalibrator } from "../../pipeline/privacy.js";
 import { consoleProgress } from "../../pipeline/progress.js";
 import { projectRoot } from "../../util/python.js";
-import { commonOptions, loadWithOverrides } from "./pipeline-common.js";
+import { commonOptions, loadWithOverrides, workerOptions } from "./pipeline-common.js";
+import { DEFAULT_CACHE_DIR } from "../../pipeline/run.js";
+import { openRemoteWorkers, type RemoteWorkerFlags } from "../../worker/connect.js";
 import { runControlOptions, withStopSignals } from "./run-control.js";
 
 export function register(cli: Argv): Argv {
@@ -19,6 +21,7 @@ export function register(cli: Argv): Argv {
         .options(commonOptions)
         .options(workersOption)
         .options(runControlOptions)
+        .options(workerOptions)
         .option("root", { type: "string", describe: "sweep directory (default runs/sweep-<name>)" })
         .option("dry-run", { type: "boolean", default: false, describe: "print the plan of every grid point" }),
     async (args) => {
@@ -30,10 +33,18 @@ export function register(cli: Argv): Argv {
         return;
       }
       const root = (args.root as string | undefined) ?? join(projectRoot, "runs", `sweep-${cfg.name}`);
-      const { markdown } = await withStopSignals((stop) => runSweep({
-        cfg, root, dataDir: args.dataDir as string | undefined, cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(),
-        stop, showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
-      }));
+      const remote = await openRemoteWorkers(args as RemoteWorkerFlags, [
+        { dir: root, what: "sweep directory" }, { dir: (args.cacheDir as string | undefined) ?? DEFAULT_CACHE_DIR, what: "model cache (--cache-dir)" },
+      ], cfg.workers);
+      let markdown: string;
+      try {
+        ({ markdown } = await withStopSignals((stop) => runSweep({
+          cfg, root, dataDir: args.dataDir as string | undefined, cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), api: remote?.api,
+          stop, showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
+        })));
+      } finally {
+        await remote?.close();
+      }
       process.stdout.write(`\n${markdown}\nwritten to ${root}/table.md and table.json\n`);
     },
   );

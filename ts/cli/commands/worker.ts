@@ -23,8 +23,11 @@ export function register(cli: Argv): Argv {
         const { dir } = keygen(args.out);
         process.stdout.write(
           `wrote CurveZMQ keys to ${dir}:\n` +
-            "  worker.key, authorized_keys  stay with the worker:     dpalign worker --endpoint tcp://0.0.0.0:5555 --keys DIR\n" +
-            "  worker.pub, client.key       go to the control plane:  WorkerClient.connect(endpoint, { keysDir: DIR })\n",
+            "  worker.key, authorized_keys  go to the worker's machine (a directory readable only by its user), then there:\n" +
+            `      dpalign worker --endpoint tcp://0.0.0.0:5555 --keys ${dir}\n` +
+            "  worker.pub, client.key       stay with the control plane:\n" +
+            `      dpalign run CONFIG --worker-endpoint tcp://WORKER-HOST:5555 --worker-keys ${dir}   (also sweep, demo, doctor)\n` +
+            "  the worker must see the run directory and the model cache at the same paths (a shared filesystem; README: Remote workers)\n",
         );
         return;
       }
