@@ -193,3 +193,29 @@ def test_probe_path_reads_back_the_control_planes_file_and_writes_one_of_its_own
         assert not (tmp_path / "evil").exists()
     finally:
         c.close()
+
+
+def test_an_ended_session_leaves_its_process_group(server):
+    import socket as pysocket
+
+    import torch.distributed as dist
+
+    from dpalign_worker.engine import distributed
+
+    with pysocket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    a = Client(server.endpoint)
+    try:
+        a.handshake("session-a")
+        r = a.call("init_process_group", pb.InitProcessGroupRequest(rank=0, world_size=1, master_addr="127.0.0.1", master_port=port, backend="gloo", timeout_s=30), timeout_s=60)
+        assert r.WhichOneof("result") == "init_process_group", r
+        assert dist.is_initialized()
+        a.call("shutdown", pb.ShutdownRequest(end_session=True))
+        # the next control plane finds a lone worker, not one still bound to the old ranks
+        assert not dist.is_initialized()
+        assert distributed.group() is None
+    finally:
+        a.close()
+        if dist.is_initialized():
+            dist.destroy_process_group()
