@@ -20,7 +20,7 @@ import { RpcChannel, type ConnectionLog } from "./channel.js";
 import { PROTOCOL_VERSION } from "./codec.js";
 import { loadClientKeys, type CurveClientKeys } from "./curve.js";
 import { freshIpcEndpoint, ipcPath } from "./endpoint.js";
-import { RequestTimeoutError, WorkerBusyError, WorkerClosedError, WorkerCrashedError, WorkerRequestError, WorkerStartError } from "./errors.js";
+import { ProtocolMismatchError, RequestTimeoutError, WorkerBusyError, WorkerClosedError, WorkerCrashedError, WorkerRequestError, WorkerStartError } from "./errors.js";
 import type { HandshakeReply, Method, ReplyOf, RequestOf } from "../protocol/messages.js";
 import { ProcessSupervisor, type ExitInfo } from "./supervisor.js";
 
@@ -216,6 +216,7 @@ export class WorkerClient implements RpcCaller {
         throw new WorkerStartError(`no handshake from the worker at ${this._endpoint} within ${startTimeout} ms${keysHint}${this.stderrHint()}`);
       }
       if (e instanceof WorkerRequestError && e.workerCode === "WORKER_BUSY") throw new WorkerBusyError(`${this._endpoint}: ${e.message.replace(/^worker handshake: /, "")}`);
+      if (remote && e instanceof ProtocolMismatchError) throw new ProtocolMismatchError(`the worker at ${this._endpoint}: ${e.message}`);
       throw e;
     }
     startFailure = undefined;

@@ -144,6 +144,8 @@ export interface RemoteWorkerFlags {
 export interface RemoteWorkers {
   api: WorkerApi;
   workers: Workers;
+  /** One line for the console: which workers, and the process group. */
+  description: string;
   /** Ends the sessions: the workers drop this run's models and keep serving. */
   close(): Promise<void>;
 }
@@ -190,14 +192,19 @@ export async function openRemoteWorkers(flags: RemoteWorkerFlags, sharedDirs: re
   if (!(timeoutS > 0)) throw new InvalidArgumentError("--worker-timeout", "must be a positive number of seconds");
   const rendezvous = endpoints.length > 1 ? rendezvousOf(flags.workerRendezvous, endpoints[0]) : undefined;
   const clients = await connectWorkers(endpoints, flags.workerKeys, { startTimeoutMs: timeoutS * 1000, sharedDirs });
-  if (!rendezvous) return { api: new WorkerApi(clients[0]), workers: clients[0], close: () => clients[0].close() };
+  const where = clients.map((c) => `${c.endpoint} (${c.info.hostname}, ${c.info.capabilities.device})`).join(", ");
+  if (!rendezvous) return { api: new WorkerApi(clients[0]), workers: clients[0], description: `worker started by hand: ${where}`, close: () => clients[0].close() };
   try {
     const cuda = clients.map((c) => c.info.capabilities.device.startsWith("cuda"));
     if (cuda.some((x) => x !== cuda[0])) {
       throw new InvalidArgumentError("--worker-endpoint", `the workers' devices differ (${clients.map((c) => `${c.endpoint}: ${c.info.capabilities.device}`).join(", ")}): the ranks of one group all use CUDA (nccl) or all the CPU (gloo)`);
     }
-    const group = await WorkerGroup.fromClients(clients, { ...rendezvous, backend: cuda[0] ? "nccl" : "gloo" });
-    return { api: new WorkerApi(group), workers: group, close: () => group.close() };
+    const backend = cuda[0] ? "nccl" : "gloo";
+    const group = await WorkerGroup.fromClients(clients, { ...rendezvous, backend });
+    return {
+      api: new WorkerApi(group), workers: group, close: () => group.close(),
+      description: `${clients.length} workers started by hand in one process group (${backend}, rendezvous ${rendezvous.masterAddr}:${rendezvous.masterPort}): ${where}; each batch is split over them, the noise added once`,
+    };
   } catch (e) {
     await Promise.all(clients.map((c) => c.close()));
     throw e;

@@ -78,6 +78,7 @@ describe("dpalign with --worker-endpoint", () => {
     const r = await dpalignAsync(["run", config, "--worker-endpoint", worker.endpoint, "--worker-keys", keys, "--data-dir", dataDir, "--cache-dir", cacheDir, "--run-dir", runDir]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/composed: epsilon \d/);
+    expect(r.stderr).toMatch(new RegExp(`worker started by hand: ${worker.endpoint} \\(.+, cpu\\)`));
     const summary = JSON.parse(readFileSync(join(runDir, "summary.json"), "utf8"));
     expect(summary.differentiallyPrivate).toBe(true);
     // the worker wrote the checkpoints where the control plane reads them (the shared filesystem)
@@ -102,6 +103,7 @@ describe("dpalign with --worker-endpoint", () => {
       ]);
       expect(r.status, r.stderr).toBe(0);
       expect(JSON.parse(readFileSync(join(runDir, "summary.json"), "utf8")).differentiallyPrivate).toBe(true);
+      expect(r.stderr).toMatch(/2 workers started by hand in one process group \(gloo, rendezvous 127\.0\.0\.1:\d+\)/);
       expect(second.stderr()).toMatch(/serving control plane/); // rank 1 took part
       // both workers are free again, and out of the process group: each serves a lone control plane
       for (const ep of [worker.endpoint, second.endpoint]) {

@@ -62,6 +62,15 @@ describe("a worker started by hand", () => {
     await next?.close();
   }, 60_000);
 
+  it("keeps its session across a restart of the same client", async () => {
+    const c = await WorkerClient.connect(worker.endpoint, { keysDir: keys });
+    await c.restart(); // a new socket, the same session id: not a second control plane
+    expect(c.state).toBe("ready");
+    await expect(new WorkerApi(c).ping()).resolves.toBeDefined();
+    await expect(WorkerClient.connect(worker.endpoint, { keysDir: keys })).rejects.toBeInstanceOf(WorkerBusyError);
+    await c.close();
+  }, 60_000);
+
   it("names the key that is wrong: a client key the worker does not list, a worker.pub of another worker, no keys", async () => {
     const other = keygenDir(join(tmp("dpalign-remote-other-"), "keys")).dir;
     // this control plane's key is not in the worker's authorized_keys
@@ -96,7 +105,7 @@ describe("a worker started by hand", () => {
   it("refuses another protocol version at handshake, naming both", async () => {
     const err = await WorkerClient.connect(worker.endpoint, { keysDir: keys, protocolVersion: 999 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ProtocolMismatchError);
-    expect((err as Error).message).toMatch(/protocol version 999, this worker speaks version \d+/);
+    expect((err as Error).message).toMatch(new RegExp(`the worker at ${worker.endpoint}: client speaks protocol version 999, this worker speaks version \\d+`));
   });
 
   it("connects all of several workers or none", async () => {

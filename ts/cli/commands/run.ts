@@ -52,6 +52,7 @@ export function register(cli: Argv): Argv {
       }
       const runDir = (args.runDir as string | undefined) ?? defaultRunDir(cfg);
       const remote = await openRemoteWorkers(args as RemoteWorkerFlags, runSharedDirs(runDir, args.cacheDir as string | undefined), cfg.workers);
+      if (remote) process.stderr.write(`${remote.description}\n`);
       try {
         const s = await withStopSignals((stop) => runPipeline({
           cfg, runDir, dataDir: args.dataDir as string | undefined, api: remote?.api,

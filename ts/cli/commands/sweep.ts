@@ -36,6 +36,7 @@ export function register(cli: Argv): Argv {
       const remote = await openRemoteWorkers(args as RemoteWorkerFlags, [
         { dir: root, what: "sweep directory" }, { dir: (args.cacheDir as string | undefined) ?? DEFAULT_CACHE_DIR, what: "model cache (--cache-dir)" },
       ], cfg.workers);
+      if (remote) process.stderr.write(`${remote.description}\n`);
       let markdown: string;
       try {
         ({ markdown } = await withStopSignals((stop) => runSweep({
