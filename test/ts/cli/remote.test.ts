@@ -93,6 +93,16 @@ describe("dpalign with --worker-endpoint", () => {
     expect(worker.proc.exitCode).toBeNull();
   }, 300_000);
 
+  it("sweeps on the remote worker", async () => {
+    const sweepConfig = join(work, "tiny-sweep.json");
+    writeFileSync(sweepConfig, JSON.stringify({ ...TINY, sweep: { epsilons: [8], seeds: [1] } }));
+    const root = join(work, "sweep");
+    const r = await dpalignAsync(["sweep", sweepConfig, "--worker-endpoint", worker.endpoint, "--worker-keys", keys, "--data-dir", dataDir, "--cache-dir", cacheDir, "--root", root]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/written to .*table\.md/);
+    expect(existsSync(join(root, "eps8-seed1", "summary.json"))).toBe(true);
+  }, 300_000);
+
   it("runs a tiny pipeline on two remote workers as data-parallel ranks", async () => {
     const second = await startHandWorker(keys);
     try {
