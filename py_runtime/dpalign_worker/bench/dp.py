@@ -3,12 +3,18 @@ process on the same model and batch.
 
     python -m dpalign_worker.bench.dp                      # tiny GPT-2 on CPU
     python -m dpalign_worker.bench.dp --preset anchor --threads 2 --reps 3   # issue 10's anchor
-    python -m dpalign_worker.bench.dp --device cuda --preset gpt2-small
+    python -m dpalign_worker.bench.dp --device cuda --preset gpt2-small --json gpt2-small.json   # ~5 min, H100
+    python -m dpalign_worker.bench.dp --device cpu --preset gpt2-small --n-layer 1 --n-embd 96 --vocab 2000 \
+        --batch 2 --seq-len 16 --reps 1 --warmup 1 --no-mem --no-noise        # smoke run of that preset
 
-For each of LoRA (rank 4 on c_attn) and full fine-tuning it times, on the same causal-LM batch and
-the same initial weights:
+For each of LoRA (rank 4 on c_attn) and full fine-tuning, and each precision of --precisions (fp32;
+bf16 = torch.autocast bfloat16 with float32 weights, gradient sums and noise: ModelSpec dtype
+"autocast_bfloat16" for dpalign, autocast around the forward for Opacus) it times, on the same
+causal-LM batch and the same initial weights:
   nonprivate     dpalign's non-private step (mini-batch gradient, AdamW): the baseline of every ratio
-  dpalign        dpalign's DP step (torch.func per-example gradients, clip, secure noise, DP-AdamW)
+  dpalign        dpalign's DP step (its default: per-example norms by ghost norms / book-keeping,
+                 engine/ghost_norms.py, the clipped sum from the same backward; secure noise, DP-AdamW)
+  dpalign-vmap   the same with torch.func per-example gradients (the fallback and reference path)
   dpalign+opacus dpalign's DP step with backend "opacus" (Opacus's GradSampleModule hooks for the
                  per-example gradients; dpalign's clip, noise and optimizer)
   opacus-hooks   Opacus as a user runs it: GradSampleModule + DPOptimizer(AdamW); LoRA through peft
@@ -32,6 +38,8 @@ Noise: dpalign draws its noise from the secure source (AES-256-CTR), Opacus from
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import ctypes
 import gc
 import importlib
@@ -46,6 +54,7 @@ import warnings
 
 import torch
 
+from ..engine import ghost_norms
 from ..engine.dp_step import DpConfig, train_step
 from ..engine.lora import LoraConfig
 from ..engine.models import EngineModel, ModelConfig, build_model
@@ -59,24 +68,35 @@ PRESETS = {
     "tiny": (2, 2, 64, 128, 400, 32, 64),
     # issue 10's anchor: HF GPT-2 architecture 4 x 256, vocab 8192, batch 64 x 64 (run with --threads 2)
     "anchor": (4, 4, 256, 128, 8192, 64, 64),
-    "gpt2-small": (12, 12, 768, 1024, 50257, 16, 128),  # 124M parameters, random init
+    # 124M parameters, random init; batch 32 x 256 keeps Opacus's and torch.func's per-example
+    # gradients of full fine-tuning (32 x 124M floats each) inside an H100's 80 GB
+    "gpt2-small": (12, 12, 768, 1024, 50257, 32, 256),
 }
-VARIANTS = ("nonprivate", "dpalign", "dpalign+opacus", "opacus-hooks", "opacus-functorch", "opacus-ghost",
+# what a preset runs when --variants is not given (the GPU preset: ~5 min on one H100)
+DEFAULT_VARIANTS = {"gpt2-small": ("nonprivate", "dpalign", "dpalign-vmap", "opacus-hooks", "opacus-ghost",
+                                   "peft-nonprivate")}
+PRECISIONS = {"fp32": "", "bf16": "autocast_bfloat16"}
+VARIANTS = ("nonprivate", "dpalign", "dpalign-vmap", "dpalign+opacus", "opacus-hooks", "opacus-functorch", "opacus-ghost",
             "peft-nonprivate")
 OPACUS_VARIANTS = {"dpalign+opacus", "opacus-hooks", "opacus-functorch", "opacus-ghost", "peft-nonprivate"}
 LR, SIGMA, C = 1e-4, 1.0, 1.0
 _CURRENT: dict = {}
+_BASE: dict = {}
 
 
 def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     n_layer, n_head, n_embd, n_pos, vocab, _, _ = _CURRENT["preset"]
+    n_head = n_head if n_embd % n_head == 0 else 1
     cfg = GPT2Config(vocab_size=vocab, n_positions=n_pos, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_pytorch_tanh",
                      bos_token_id=vocab - 1, eos_token_id=vocab - 1)
-    torch.manual_seed(0)
-    return GPT2LMHeadModel._from_config(cfg, attn_implementation="eager")
+    key = (n_layer, n_head, n_embd, n_pos, vocab)
+    if _BASE.get("key") != key:  # built once per size, copied per variant (same weights, less time)
+        torch.manual_seed(0)
+        _BASE.update(key=key, model=GPT2LMHeadModel._from_config(cfg, attn_implementation="eager"))
+    return copy.deepcopy(_BASE["model"])
 
 
 def _factory():
@@ -112,7 +132,10 @@ def _time(fn, reps: int, device: str) -> float:
 
 
 def _setup(args):
-    preset = PRESETS[args.preset]
+    preset = list(PRESETS[args.preset])
+    for i, over in ((0, args.n_layer), (2, args.n_embd), (4, args.vocab)):
+        preset[i] = over or preset[i]
+    preset = tuple(preset)
     tok_dir = tempfile.mkdtemp(prefix="dpalign-bench-tok-")
     texts = [f"sample text number {i} about movies, acting and plots" for i in range(200)]
     train_tokenizer(texts, 300, tok_dir)
@@ -125,21 +148,26 @@ def _setup(args):
     return n, length, _batch(n, length, preset[4])
 
 
-def _spec(mode: str, device: str) -> ModelConfig:
-    return ModelConfig(entry_point="dpalign_worker.bench.dp:_factory", device=device,
+def _spec(mode: str, device: str, precision: str = "fp32") -> ModelConfig:
+    return ModelConfig(entry_point="dpalign_worker.bench.dp:_factory", device=device, dtype=PRECISIONS[precision],
                        lora=LoraConfig(rank=4, alpha=8, target_modules=("c_attn",)) if mode == "lora" else LoraConfig(),
                        train_base=mode == "full")
 
 
-def _dpalign_step(mode: str, kind: str, args, batch, n: int):
+def _dpalign_step(mode: str, kind: str, args, batch, n: int, precision: str):
     backend = "opacus" if kind == "dpalign+opacus" else "builtin"
-    m = build_model("bench", _spec(mode, args.device), args.device, OptimizerConfig("adamw", lr=LR), backend)
+    m = build_model("bench", _spec(mode, args.device, precision), args.device, OptimizerConfig("adamw", lr=LR), backend)
+    if kind == "dpalign-vmap":
+        m.per_example = "vmap"
     cfg = DpConfig(False) if kind == "nonprivate" else DpConfig(True, SIGMA, C, float(n), True)
     return lambda: train_step(m, "causal_lm", batch, cfg, args.micro_batch, LR), m.model
 
 
-def _opacus_step(mode: str, kind: str, args, batch, n: int):
-    """Opacus as its documentation runs it, on the same GPT-2 weights (peft LoRA for LoRA)."""
+def _opacus_step(mode: str, kind: str, args, batch, n: int, precision: str):
+    """Opacus as its documentation runs it, on the same GPT-2 weights (peft LoRA for LoRA); bf16:
+    torch.autocast around the forward, as for dpalign."""
+    amp = (lambda: torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)) if precision == "bf16" \
+        else contextlib.nullcontext
     lm = _gpt2()
     if mode == "lora":
         from peft import LoraConfig as PeftLora, get_peft_model
@@ -162,7 +190,8 @@ def _opacus_step(mode: str, kind: str, args, batch, n: int):
     if kind == "peft-nonprivate":
         def plain():
             base.zero_grad(set_to_none=True)
-            losses, _ = objective.compute(lambda x, want="logits": model(x, want=want), pb, None)
+            with amp():
+                losses, _ = objective.compute(lambda x, want="logits": model(x, want=want), pb, None)
             losses.mean().backward()
             base.step()
             base.zero_grad(set_to_none=True)
@@ -179,7 +208,8 @@ def _opacus_step(mode: str, kind: str, args, batch, n: int):
 
         def ghost():
             opt.zero_grad(set_to_none=True)
-            losses, _ = objective.compute(lambda x, want="logits": gsm(x, want=want, position_ids=pos), pb, None)
+            with amp():
+                losses, _ = objective.compute(lambda x, want="logits": gsm(x, want=want, position_ids=pos), pb, None)
             DPTensorFastGradientClipping(gsm, opt, losses, "mean").backward()
             opt.step()
             opt.zero_grad(set_to_none=True)  # release per-sample state: nothing is held between steps
@@ -192,23 +222,25 @@ def _opacus_step(mode: str, kind: str, args, batch, n: int):
 
     def hooks():
         opt.zero_grad(set_to_none=True)
-        losses, _ = objective.compute(lambda x, want="logits": gsm(x, want=want, position_ids=pos), pb, None)
+        with amp():
+            losses, _ = objective.compute(lambda x, want="logits": gsm(x, want=want, position_ids=pos), pb, None)
         losses.mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)  # releases grad_sample and summed_grad, as dpalign's step does
     return hooks, model
 
 
-def _make(mode: str, kind: str, args, batch, n: int):
-    if kind in ("nonprivate", "dpalign", "dpalign+opacus"):
-        return _dpalign_step(mode, kind, args, batch, n)
-    return _opacus_step(mode, kind, args, batch, n)
+def _make(mode: str, kind: str, args, batch, n: int, precision: str = "fp32"):
+    if kind in ("nonprivate", "dpalign", "dpalign-vmap", "dpalign+opacus"):
+        return _dpalign_step(mode, kind, args, batch, n, precision)
+    return _opacus_step(mode, kind, args, batch, n, precision)
 
 
 def _variants(args, mode: str) -> list[str]:
     from ..engine.opacus_backend import available
 
-    want = [v for v in VARIANTS if (v in args.variants or "all" in args.variants)]
+    chosen = args.variants or DEFAULT_VARIANTS.get(args.preset, ["all"])
+    want = [v for v in VARIANTS if (v in chosen or "all" in chosen or v == "nonprivate")]
     if mode == "full":
         want = [v for v in want if v != "peft-nonprivate"]
     if not available():
@@ -240,22 +272,23 @@ def _cpu_step_peak_mb(fn) -> float:
 
 
 def _mem_probe(args) -> None:
-    mode, kind = args.mem_probe.split(":")
+    mode, kind, precision = args.mem_probe.split(":")
     n, _, batch = _setup(args)
-    fn, _ = _make(mode, kind, args, batch, n)
+    fn, _ = _make(mode, kind, args, batch, n, precision)
     print(round(_cpu_step_peak_mb(fn), 1))
 
 
-def _cpu_peak_in_child(args, mode: str, kind: str) -> float | str:
+def _cpu_peak_in_child(args, mode: str, kind: str, precision: str) -> float | str:
     cmd = [sys.executable, "-m", "dpalign_worker.bench.dp", "--preset", args.preset, "--device", args.device,
            "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--micro-batch", str(args.micro_batch),
-           "--threads", str(args.threads), "--mem-probe", f"{mode}:{kind}"]
+           "--threads", str(args.threads), "--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd),
+           "--vocab", str(args.vocab), "--mem-probe", f"{mode}:{kind}:{precision}"]
     # the child runs this very package (not whatever an editable install points at)
     pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([pkg_root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        print(f"bench:dp: memory probe {mode}:{kind} failed: {r.stderr.strip()[-400:]}", file=sys.stderr)
+        print(f"bench:dp: memory probe {mode}:{kind}:{precision} failed: {r.stderr.strip()[-400:]}", file=sys.stderr)
         return "failed"
     return float(r.stdout.strip().splitlines()[-1])
 
@@ -268,65 +301,92 @@ def _short(exc: BaseException) -> str:
 def run(args) -> list[dict]:
     n, length, batch = _setup(args)
     rows = []
-    cuda = args.device.startswith("cuda")
     for mode in args.modes:
-        gc.collect()
-        steps, errors, models = {}, {}, {}
-        for kind in _variants(args, mode):
-            try:
-                fn, model = _make(mode, kind, args, batch, n)
-                for _ in range(max(1, args.warmup)):  # the first step shows whether it runs at all
-                    fn()
-                steps[kind], models[kind] = fn, model
-            except Exception as exc:  # reported, not dropped
-                errors[kind] = _short(exc)
-        times = {k: [] for k in steps}
-        for _ in range(args.reps):  # interleaved, so every variant sees the same machine load
-            for kind, fn in steps.items():
-                times[kind].append(_time(fn, 1, args.device))
-        base = statistics.median(times["nonprivate"]) if "nonprivate" in times else float("nan")
-        for kind in _variants(args, mode):
-            trainable = (sum(p.numel() for p in models[kind].parameters() if p.requires_grad)
-                         if kind in models else 0)
-            r = {"preset": args.preset, "device": args.device, "mode": mode, "variant": kind, "batch": n,
-                 "seq_len": length, "threads": torch.get_num_threads(), "reps": args.reps, "trainable": trainable}
-            if kind in errors:
-                r["error"] = errors[kind]
+        for precision in args.precisions:
+            rows += _run_group(args, mode, precision, n, length, batch)
+    return rows
+
+
+def _run_group(args, mode: str, precision: str, n: int, length: int, batch) -> list[dict]:
+    """Every variant of one (mode, precision), interleaved; ratios to that group's non-private step."""
+    cuda = args.device.startswith("cuda")
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    steps, errors, models = {}, {}, {}
+    for kind in _variants(args, mode):
+        try:
+            fn, model = _make(mode, kind, args, batch, n, precision)
+            for _ in range(max(1, args.warmup)):  # the first step shows whether it runs at all
+                fn()
+            steps[kind], models[kind] = fn, model
+        except Exception as exc:  # reported, not dropped
+            errors[kind] = _short(exc)
+            if cuda:
+                torch.cuda.empty_cache()
+    times = {k: [] for k in steps}
+    for _ in range(args.reps):  # interleaved, so every variant sees the same machine load
+        for kind, fn in steps.items():
+            times[kind].append(_time(fn, 1, args.device))
+    base = statistics.median(times["nonprivate"]) if "nonprivate" in times else float("nan")
+    rows = []
+    for kind in _variants(args, mode):
+        trainable = (sum(p.numel() for p in models[kind].parameters() if p.requires_grad)
+                     if kind in models else 0)
+        r = {"preset": args.preset, "device": args.device, "mode": mode, "precision": precision, "variant": kind,
+             "batch": n, "seq_len": length, "threads": torch.get_num_threads(), "reps": args.reps,
+             "trainable": trainable}
+        if kind in errors:
+            r["error"] = errors[kind]
+        else:
+            if kind == "dpalign":  # which per-example path the default took (and why, if torch.func)
+                tr = {k: p for k, p in models[kind].named_parameters() if p.requires_grad}
+                r["fallback"] = ghost_norms.fallback_reason(models[kind], tr, "causal_lm")
+            med = statistics.median(times[kind])
+            r.update(median_s=med, min_s=min(times[kind]), ratio=med / base)
+            if args.no_mem:
+                pass
+            elif cuda:
+                _sync(args.device)
+                resident = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                steps[kind]()
+                _sync(args.device)
+                r["peak_mb"] = round((torch.cuda.max_memory_allocated() - resident) / 2**20, 1)
             else:
-                med = statistics.median(times[kind])
-                r.update(median_s=med, min_s=min(times[kind]), ratio=med / base)
-                if args.no_mem:
-                    pass
-                elif cuda:
-                    _sync(args.device)
-                    resident = torch.cuda.memory_allocated()
-                    torch.cuda.reset_peak_memory_stats()
-                    steps[kind]()
-                    _sync(args.device)
-                    r["peak_mb"] = round((torch.cuda.max_memory_allocated() - resident) / 2**20, 1)
-                else:
-                    r["peak_mb"] = _cpu_peak_in_child(args, mode, kind)
-            rows.append(r)
-        del steps, models
+                r["peak_mb"] = _cpu_peak_in_child(args, mode, kind, precision)
+        rows.append(r)
+    base_mem = next((r.get("peak_mb") for r in rows if r["variant"] == "nonprivate"), None)
+    for r in rows:
+        if isinstance(r.get("peak_mb"), float) and isinstance(base_mem, float) and base_mem > 0:
+            r["mem_ratio"] = r["peak_mb"] / base_mem
+    del steps, models
     return rows
 
 
 def print_rows(rows: list[dict], args) -> None:
+    """A markdown table; every ratio is to the non-private step of the same mode and precision."""
     cuda = args.device.startswith("cuda")
     mem = "peak MB above resident (CUDA allocator)" if cuda else "peak RSS MB above resident (fresh process)"
     r0 = rows[0]
-    print(f"dpalign bench:dp  preset={args.preset} device={args.device} batch={r0['batch']} seq_len={r0['seq_len']} "
-          f"micro_batch={args.micro_batch or 'all'} threads={r0['threads']} reps={args.reps} (median) "
-          f"torch={torch.__version__} opacus={_opacus_version()}")
-    print(f"{'mode':<6}{'variant':<18}{'trainable':>12}{'median s':>10}{'min s':>9}{'x non-private':>15}  {mem}")
+    dev = torch.cuda.get_device_name(0) if cuda and torch.cuda.is_available() else "cpu"
+    print(f"dpalign bench:dp  preset={args.preset} device={args.device} ({dev}) batch={r0['batch']} "
+          f"seq_len={r0['seq_len']} micro_batch={args.micro_batch or 'all'} threads={r0['threads']} "
+          f"reps={args.reps} (median) torch={torch.__version__} opacus={_opacus_version()}")
+    print()
+    print(f"| mode | precision | variant | trainable | median s | min s | x non-private | {mem} | x non-private mem |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        head = f"| {r['mode']} | {r['precision']} | {r['variant']} |"
         if "error" in r:
-            print(f"{r['mode']:<6}{r['variant']:<18}{'':>12}  does not run: {r['error']}")
+            print(f"{head} | does not run: {r['error'].replace('|', '/')} | | | | |")
             continue
         peak = r.get("peak_mb", "-")
         peak = f"{peak:.0f}" if isinstance(peak, float) else str(peak)
-        print(f"{r['mode']:<6}{r['variant']:<18}{r['trainable']:>12,}{r['median_s']:>10.4f}{r['min_s']:>9.4f}"
-              f"{r['ratio']:>14.2f}x  {peak}")
+        mr = f"{r['mem_ratio']:.2f}x" if "mem_ratio" in r else "-"
+        if r.get("fallback"):
+            head = head[:-1] + f"(torch.func: {r['fallback']}) |"
+        print(f"{head} {r['trainable']:,} | {r['median_s']:.4f} | {r['min_s']:.4f} | {r['ratio']:.2f}x | {peak} | {mr} |")
 
 
 def _opacus_version() -> str:
@@ -395,17 +455,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
-    ap.add_argument("--variants", nargs="+", default=["all"], choices=["all", *VARIANTS],
-                    help="which variants (nonprivate is the baseline of the ratios)")
+    ap.add_argument("--variants", nargs="+", default=None, choices=["all", *VARIANTS],
+                    help="which variants (nonprivate, the baseline of the ratios, always runs; default: all, "
+                         "for gpt2-small " + " ".join(DEFAULT_VARIANTS["gpt2-small"]) + ")")
+    ap.add_argument("--precisions", nargs="+", default=None, choices=sorted(PRECISIONS),
+                    help="fp32 and/or bf16 (autocast, float32 weights); default fp32, for gpt2-small both")
+    ap.add_argument("--n-layer", type=int, default=0, help="override the preset's layers (smoke runs)")
+    ap.add_argument("--n-embd", type=int, default=0, help="override the preset's width")
+    ap.add_argument("--vocab", type=int, default=0, help="override the preset's vocabulary")
     ap.add_argument("--no-mem", action="store_true", help="skip the peak-memory probes (one fresh process per variant)")
-    ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    ap.add_argument("--json", nargs="?", const="-", default="",
+                    help="--json: JSON lines on stdout instead of the table; --json PATH: the table, and all rows "
+                         "as a JSON list in PATH")
     ap.add_argument("--noise-reps", type=int, default=9, help="repetitions of the noise timings (median; a third for 124M on CPU)")
     ap.add_argument("--noise-only", action="store_true", help="time only the add-noise stage (secure vs seeded)")
     ap.add_argument("--no-noise", action="store_true", help="skip the add-noise stage timings")
     ap.add_argument("--mem-probe", default="", help=argparse.SUPPRESS)  # internal: MODE:KIND in a fresh process
     args = ap.parse_args(argv)
-    if "nonprivate" not in args.variants and "all" not in args.variants:
-        args.variants = ["nonprivate", *args.variants]
+    if args.precisions is None:
+        args.precisions = ["fp32", "bf16"] if args.preset == "gpt2-small" else ["fp32"]
     return args
 
 
@@ -423,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.noise_only:
         rows = noise_rows(args)
-        if args.json:
+        if args.json == "-":
             for r in rows:
                 print(json.dumps(r))
         else:
@@ -431,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = run(args)
     noise = [] if args.no_noise else noise_rows(args)
-    if args.json:
+    if args.json == "-":
         for r in rows + noise:
             print(json.dumps(r))
         return
@@ -439,6 +507,12 @@ def main(argv: list[str] | None = None) -> None:
     if noise:
         print()
         print_noise(noise)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k != "mem_probe"}, "steps": rows,
+                       "noise": noise, "torch": torch.__version__, "opacus": _opacus_version(),
+                       "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""}, f, indent=1)
+        print(f"\nrows written to {args.json}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ which stay the reference.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,7 @@ from .lora import LoraLayer
 # parameters directly, outside any layer; it always takes the torch.func path.
 OBJECTIVES = frozenset({"causal_lm", "classification", "pairwise_reward", "ppo"})
 
+_LOG = logging.getLogger("dpalign_worker.ghost_norms")
 _STATE = "_dpalign_ghost"  # per-model cache, set with object.__setattr__ (not a submodule)
 
 
@@ -90,6 +92,8 @@ def _plan(model: nn.Module, trainable: dict[str, torch.Tensor]) -> _Plan:
     if cached is not None and cached[0] == key:
         return cached[1]
     plan = _make_plan(model, trainable)
+    if not plan.ok:
+        _LOG.info("per-example norms by torch.func for this model: %s", plan.reason)
     object.__setattr__(model, _STATE, (key, plan))
     return plan
 
@@ -153,7 +157,7 @@ class _Call:
 
 
 class _Recorder:
-    def __init__(self, modules: list[tuple[str, nn.Module, str]], check: _ParamUse | None) -> None:
+    def __init__(self, modules: list[tuple[str, nn.Module, str]]) -> None:
         self.calls: list[_Call] = []
         self.handles = []
         self.stack: list[nn.Module] = []
@@ -241,6 +245,9 @@ class _Factored:
         return not self.rows.is_floating_point()
 
 
+_LOW = (torch.bfloat16, torch.float16)
+
+
 def _gram(x: torch.Tensor, y: torch.Tensor, dtype) -> torch.Tensor:
     """[B, Tx, Ty] inner products of x's and y's position vectors (ids are one-hot vectors)."""
     xi, yi = not x.is_floating_point(), not y.is_floating_point()
@@ -250,6 +257,10 @@ def _gram(x: torch.Tensor, y: torch.Tensor, dtype) -> torch.Tensor:
         return y.to(dtype).gather(2, x.unsqueeze(1).expand(y.shape[0], y.shape[1], x.shape[1])).transpose(1, 2)
     if yi:
         return x.to(dtype).gather(2, y.unsqueeze(1).expand(x.shape[0], x.shape[1], y.shape[1]))
+    if x.dtype == y.dtype and x.dtype in _LOW:
+        # autocast activations: the matmul in their dtype (accumulating in float32 inside), its
+        # entries in float32 from here on
+        return torch.bmm(x, y.transpose(1, 2)).to(dtype)
     return torch.bmm(x.to(dtype), y.to(dtype).transpose(1, 2))
 
 
@@ -265,18 +276,19 @@ def _clipped(f: _Factored, factors: torch.Tensor, shape: torch.Size) -> torch.Te
     """sum_b factors_b sum_t rows x cols, as one matmul (in the activations' dtype) or index_add."""
     cols = f.cols
     if f.ids:
-        scaled = (cols * factors.to(cols.dtype).view(-1, 1, 1)).reshape(-1, shape[1])
+        scaled = (cols * factors.view(-1, 1, 1)).reshape(-1, shape[1])
         out = torch.zeros(shape, dtype=scaled.dtype, device=scaled.device)
         return out.index_add_(0, f.rows.reshape(-1), scaled)
     rows = f.rows
     dtype = torch.promote_types(rows.dtype, cols.dtype)
-    rows, cols = rows.to(dtype), cols.to(dtype)
-    fac = factors.to(dtype).view(-1, 1, 1)
+    # the factor multiplies in float32 or wider (a bf16 factor could round up past C), then the
+    # scaled side returns to the matmul's dtype: one rounding, to nearest, per element
+    fac = factors.view(-1, 1, 1)
     if rows.shape[-1] <= cols.shape[-1]:  # scale the narrower side
-        rows = rows * fac
+        rows = (rows * fac).to(dtype)
     else:
-        cols = cols * fac
-    return rows.reshape(-1, shape[0]).t() @ cols.reshape(-1, shape[1])
+        cols = (cols * fac).to(dtype)
+    return rows.to(dtype).reshape(-1, shape[0]).t() @ cols.to(dtype).reshape(-1, shape[1])
 
 
 class _Param:
@@ -343,7 +355,7 @@ def _collect(calls: list[_Call], grads, b: int, rows: int, params: dict[int, _Pa
         if c.kind in ("linear", "conv1d"):
             a = _by_example(c.a, b, rows)
             add(mod.weight, _Factored(g, a) if c.kind == "linear" else _Factored(a, g))
-            add(mod.bias, g.to(dtype).sum(1))
+            add(mod.bias, g.sum(1, dtype=dtype))
         elif c.kind == "embedding":
             ids = _by_example(c.a, b, rows)
             if mod.padding_idx is not None:  # the padding row gets no gradient
@@ -354,8 +366,8 @@ def _collect(calls: list[_Call], grads, b: int, rows: int, params: dict[int, _Pa
             if len(mod.normalized_shape) != 1:
                 raise _Unsupported("LayerNorm over several dimensions")
             xhat = torch.nn.functional.layer_norm(x.to(dtype), mod.normalized_shape, eps=mod.eps)
-            add(mod.weight, (g.to(dtype) * xhat).sum(1))
-            add(mod.bias, g.to(dtype).sum(1))
+            add(mod.weight, (g * xhat).sum(1, dtype=dtype))
+            add(mod.bias, g.sum(1, dtype=dtype))
         elif c.kind == "lora":
             u = c.u if c.u is not None else c.a
             u = _by_example(u, b, rows)
@@ -378,8 +390,7 @@ def clipped_sum(model: nn.Module, objective, batch: dict[str, torch.Tensor], tra
     if objective.name not in plan.checked:
         reason = _verify(model, plan, objective, batch, trainable, loss_params)
         if reason:
-            plan.refused[objective.name] = reason
-            return None
+            return _refuse(plan, objective, reason)
         plan.checked.add(objective.name)
     try:
         done = _norms(model, plan, objective, batch, trainable, loss_params, autocast)
@@ -395,6 +406,7 @@ def clipped_sum(model: nn.Module, objective, batch: dict[str, torch.Tensor], tra
 
 def _refuse(plan: _Plan, objective, reason: str) -> None:
     plan.refused[objective.name] = reason
+    _LOG.warning("per-example norms by torch.func for loss %s on this model: %s", objective.name, reason)
     return None
 
 
@@ -429,7 +441,7 @@ def _norms(model, plan, objective, batch, trainable, loss_params, autocast, chec
     b = next(iter(batch.values())).shape[0]
     rows: list[int] = []
     fwd = _forward(model, trainable, rows, _takes_position_ids(model))
-    rec = _Recorder(plan.modules, None)
+    rec = _Recorder(plan.modules)
     mode = None
     try:
         if check:

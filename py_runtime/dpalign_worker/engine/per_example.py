@@ -1,6 +1,10 @@
 """Per-example gradients for any PyTorch model through torch.func (functional_call, vmap, grad),
 restricted to the trainable parameters. Where a model cannot be vectorised (data-dependent
-control flow, in-place ops on batched tensors, unsupported ops), the error names the module."""
+control flow, in-place ops on batched tensors, unsupported ops), the error names the module.
+
+The builtin backend's DP step takes per-example norms from ghost_norms.py where that is exact;
+this module is its fallback for every other model and objective, and the reference its tests and
+its first-step check compare against."""
 from __future__ import annotations
 
 from contextlib import contextmanager
