@@ -159,7 +159,8 @@ def _dpalign_step(mode: str, kind: str, args, batch, n: int, precision: str):
     m = build_model("bench", _spec(mode, args.device, precision), args.device, OptimizerConfig("adamw", lr=LR), backend)
     if kind == "dpalign-vmap":
         m.per_example = "vmap"
-    cfg = DpConfig(False) if kind == "nonprivate" else DpConfig(True, SIGMA, C, float(n), True)
+    secure = args.noise == "secure"
+    cfg = DpConfig(False) if kind == "nonprivate" else DpConfig(True, SIGMA, C, float(n), secure)
     return lambda: train_step(m, "causal_lm", batch, cfg, args.micro_batch, LR), m.model
 
 
@@ -281,7 +282,7 @@ def _mem_probe(args) -> None:
 def _cpu_peak_in_child(args, mode: str, kind: str, precision: str) -> float | str:
     cmd = [sys.executable, "-m", "dpalign_worker.bench.dp", "--preset", args.preset, "--device", args.device,
            "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--micro-batch", str(args.micro_batch),
-           "--threads", str(args.threads), "--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd),
+           "--threads", str(args.threads), "--noise", args.noise, "--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd),
            "--vocab", str(args.vocab), "--mem-probe", f"{mode}:{kind}:{precision}"]
     # the child runs this very package (not whatever an editable install points at)
     pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -468,6 +469,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="--json: JSON lines on stdout instead of the table; --json PATH: the table, and all rows "
                          "as a JSON list in PATH")
     ap.add_argument("--noise-reps", type=int, default=9, help="repetitions of the noise timings (median; a third for 124M on CPU)")
+    ap.add_argument("--noise", choices=["secure", "seeded"], default="secure",
+                    help="noise source of dpalign's DP step: secure (AES-256-CTR, needs `cryptography`) or "
+                         "seeded (torch's generator, as Opacus by default; for images without `cryptography`)")
     ap.add_argument("--noise-only", action="store_true", help="time only the add-noise stage (secure vs seeded)")
     ap.add_argument("--no-noise", action="store_true", help="skip the add-noise stage timings")
     ap.add_argument("--mem-probe", default="", help=argparse.SUPPRESS)  # internal: MODE:KIND in a fresh process
