@@ -67,10 +67,12 @@ afterAll(async () => {
 });
 
 describe("dpalign with --worker-endpoint", () => {
-  it("keygen says which files go where and names the real flags", () => {
+  it("keygen and the worker say which files go where and name the real flags", () => {
     expect(keygenText).toMatch(/worker\.key, authorized_keys .*worker's machine[^]*dpalign worker --endpoint tcp:\/\/0\.0\.0\.0:5555 --keys /);
     expect(keygenText).toMatch(/worker\.pub, client\.key .*control plane[^]*--worker-endpoint tcp:\/\/WORKER-HOST:5555 --worker-keys /);
     expect(keygenText).not.toMatch(/WorkerClient/);
+    // and the worker, once started, says how a control plane reaches it
+    expect(worker.stderr()).toContain(`a control plane uses it with --worker-endpoint ${worker.endpoint} --worker-keys DIR`);
   });
 
   it("runs a tiny pipeline on the remote worker, which then serves the next control plane", async () => {

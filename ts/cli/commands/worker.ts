@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Argv } from "yargs";
 import { InvalidArgumentError } from "../../util/errors.js";
@@ -37,6 +38,15 @@ export function register(cli: Argv): Argv {
       const python = resolvePython();
       const pyArgs = ["-m", "dpalign_worker", "--endpoint", args.endpoint, "--threads", String(args.threads), "--torch-threads", String(args.torchThreads)];
       if (args.keys) pyArgs.push("--keys", args.keys);
+      if (args.endpoint.startsWith("tcp://")) {
+        const m = /^tcp:\/\/(.+):(\d+)$/.exec(args.endpoint);
+        // bound to every interface: other machines know this one by its name
+        const host = !m || ["0.0.0.0", "*", "[::]", "::"].includes(m[1]) ? hostname() : m[1];
+        process.stderr.write(
+          `dpalign worker: a control plane uses it with --worker-endpoint tcp://${host}:${m?.[2] ?? "PORT"}${args.keys ? " --worker-keys DIR (the keygen directory's worker.pub and client.key)" : ""}; ` +
+            "it must see the run directory and model cache at the same paths (README: Remote workers)\n",
+        );
+      }
       const child = spawn(python, pyArgs, {
         stdio: "inherit",
         env: { ...process.env, PYTHONPATH: [join(projectRoot, "py_runtime"), process.env.PYTHONPATH].filter(Boolean).join(":") },
