@@ -148,3 +148,21 @@ describe("a group of two workers", () => {
     await expect(g.ping()).rejects.toThrow(/worker rank 1 of 2/);
   });
 });
+
+describe("a rendezvous that cannot complete", () => {
+  it("fails within the timeout, naming the rank, instead of hanging", async () => {
+    // rank 1 has one request thread, busy: its join request waits behind it, and rank 0's rendezvous times out
+    const clients = await Promise.all([WorkerClient.spawn({ threads: 1 }), WorkerClient.spawn({ threads: 1 })]);
+    try {
+      const busy = clients[1].call("echo", { sleepMs: 8_000 }).catch(() => undefined);
+      const t0 = Date.now();
+      const err = await WorkerGroup.fromClients(clients, { timeoutS: 2 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(WorkerCrashedError);
+      expect((err as Error).message).toMatch(/worker rank 0 of 2 could not join the process group \(gloo at 127\.0\.0\.1:\d+, timeout 2 s\)/);
+      expect(Date.now() - t0).toBeLessThan(7_500);
+      await busy;
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+    }
+  });
+});
