@@ -6,14 +6,15 @@
  * mechanism the ledger accounts is the one both ran.
  */
 import { describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { readSafetensors } from "../../../ts/audit/safetensors.js";
 import { parseConfig } from "../../../ts/pipeline/config.js";
 import { runPipeline } from "../../../ts/pipeline/run.js";
 import { silentProgress } from "../../../ts/pipeline/progress.js";
 import { InterruptedError } from "../../../ts/pipeline/stages/common.js";
-import { applyOverrides } from "../../../ts/cli/commands/pipeline-common.js";
+import { applyOverrides, withWorkers } from "../../../ts/cli/commands/pipeline-common.js";
 import { TINY, tmpDir, writeTinyImdb } from "./helpers.js";
 
 describe("a run with two workers", () => {
@@ -58,4 +59,23 @@ describe("a run with two workers", () => {
     expect(loraB.length).toBeGreaterThan(0);
     expect(Math.max(...loraB.flatMap(([, v]) => Array.from(v, Math.abs)))).toBeGreaterThan(1e-4);
   }, 240_000);
+});
+
+describe("--workers", () => {
+  const root = resolve(import.meta.dirname, "..", "..", "..");
+  // the built CLI (npm run build first), with no Python: a config error must come before any worker starts
+  const dpalign = (...args: string[]) => spawnSync(process.execPath, [join(root, "bin", "dpalign.js"), ...args], {
+    cwd: root, encoding: "utf8", timeout: 60_000, env: { ...process.env, DPALIGN_PYTHON: join(root, "no-python-here") },
+  });
+
+  it("is the config's workers field, checked like it", () => {
+    expect(applyOverrides(parseConfig(TINY), withWorkers([], 3), "test").workers).toBe(3);
+    expect(withWorkers(["workers=4"], 2)).toEqual(["workers=4", "workers=2"]); // the flag wins over --set
+    for (const bad of ["0", "1.5"]) {
+      const r = dpalign("run", "configs/demo.yaml", "--dry-run", "--workers", bad);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/invalid config\n {2}workers: /);
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+    }
+  });
 });
