@@ -191,8 +191,12 @@ describe("pipeline on a very small preset", () => {
     const cfg = parseConfig({ ...TINY, sweep: { epsilons: ["inf", 8], seeds: [1] }, nonPrivate: { ppo: { whitenAdvantages: "batch", klControl: "adaptive" } } });
     const root = join(tmpDir(), "sweep");
     const first = await runSweep({ cfg, root, dataDir, cacheDir, api });
-    expect(first.cells).toHaveLength(2);
-    expect(first.markdown).toMatch(/\| model \| eps=0 \| eps=8 \| eps=inf \|/);
+    // eps = inf twice: the nonPrivate recipe, and the DP settings (the recovery ratio's reference)
+    expect(first.cells).toHaveLength(3);
+    expect(first.markdown).toMatch(/\| model \| eps=0 \| eps=8 \| eps=inf \| eps=inf \(DP settings\) \|/);
+    const runCfg = (d: string) => JSON.parse(readFileSync(join(root, d, "config.json"), "utf8")) as { nonPrivate: { ppo: Record<string, unknown> } };
+    expect(runCfg("epsinf-seed1").nonPrivate.ppo.whitenAdvantages).toBe("batch");
+    expect(runCfg("epsinf-dpsettings-seed1").nonPrivate.ppo).toEqual({});
     const mtime = readFileSync(join(root, "eps8-seed1", "summary.json"), "utf8");
     const second = await runSweep({ cfg, root, dataDir, cacheDir, api });
     expect(second.cells).toEqual(first.cells);

@@ -1,7 +1,7 @@
 import type { Argv } from "yargs";
 import { withWorkers, workersOption } from "./pipeline-common.js";
 import { join } from "node:path";
-import { runSweep, epsLabel } from "../../pipeline/sweep.js";
+import { runSweep, epsLabel, sweepColumns, sweepRunConfig } from "../../pipeline/sweep.js";
 import { planRun, formatPlan } from "../../pipeline/plan.js";
 import { accountantCalibrator } from "../../pipeline/privacy.js";
 import { consoleProgress } from "../../pipeline/progress.js";
@@ -27,8 +27,9 @@ export function register(cli: Argv): Argv {
     async (args) => {
       const cfg = loadWithOverrides(args.config as string, withWorkers(args.set as string[], args.workers));
       if (args.dryRun) {
-        for (const eps of cfg.sweep.epsilons) {
-          process.stdout.write(`# epsilon ${epsLabel(eps)}\n${formatPlan(planRun({ ...cfg, privacy: { ...cfg.privacy, epsilon: eps } }, accountantCalibrator))}\n\n`);
+        for (const { eps, dpSettings } of sweepColumns(cfg)) {
+          const label = `${epsLabel(eps)}${dpSettings ? " (the DP settings, no nonPrivate recipe)" : ""}`;
+          process.stdout.write(`# epsilon ${label}\n${formatPlan(planRun(sweepRunConfig(cfg, eps, cfg.seed, dpSettings), accountantCalibrator))}\n\n`);
         }
         return;
       }
