@@ -94,9 +94,11 @@ describe("protocol codec", () => {
     probePath: { found: true, matches: false, error: "the file there holds other content", answered: true, answerError: "", hostname: "gpu-1" },
     loadModel: { handle: "p", totalParameters: 100, trainableParameters: 10, trainableNames: ["a"], vocabSize: 300, maxPositions: 64, eosTokenId: 1, padTokenId: 0, device: "cpu", backend: "builtin" },
     tokenize: { input_ids: ids },
-    trainStep: { step: 3, examples: 5, loss: 0.5, gradNormQuantiles: [0, 1, 2, 3, 4], fractionClipped: 0.2, noiseMultiplier: 1.1, maxGradNorm: 1, dp: true, noiseMode: "seeded", noiseSeed: 0, noiseStd: 1.1, metrics: { kl: 0.1 } },
+    trainStep: { step: 3, examples: 5, loss: 0.5, gradNormQuantiles: [0, 1, 2, 3, 4], fractionClipped: 0.2, noiseMultiplier: 1.1, maxGradNorm: 1, dp: true, noiseMode: "seeded", noiseSeed: 0, noiseStd: 1.1, metrics: { kl: 0.1 }, rankExamples: 2, addedNoise: true, rank: 0, worldSize: 2 },
     generate: { batch: { t }, texts: ["x"] },
     saveCheckpoint: { dir: "/tmp", step: 3, files: ["a.safetensors"], metadata: {} },
+    initProcessGroup: { rank: 1, worldSize: 2, backend: "gloo", device: "cpu" },
+    trainableHash: { sha256: "9f86d081884c7d65", step: 3 },
   };
 
   function decodes<M extends Method>(method: M, body: ReplyOf<M>): void {
