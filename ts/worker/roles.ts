@@ -131,6 +131,20 @@ export class RewardModel extends WorkerModel {
     return out;
   }
 
+  /**
+   * The reward of each prompt + completion, sent as (query, response) pairs: the same score as
+   * score() of the joined rows for token models, and a Python reward function (reward.kind python)
+   * receives the prompts and completions apart.
+   */
+  async scorePairs(queries: Rows, responses: Rows, pad: number): Promise<number[]> {
+    const out: number[] = [];
+    for (let i = 0; i < queries.length; i += CHUNK) {
+      const rep = await this.api.scoreSequences({ handle: this.handle, batch: queryResponseBatch(queries.slice(i, i + CHUNK), responses.slice(i, i + CHUNK), pad), rewards: true });
+      out.push(...rep.rewards.toNumbers());
+    }
+    return out;
+  }
+
   /** One step of the pairwise loss (Eq. 1): one example per (chosen, rejected) pair. */
   trainPairwise(chosen: Rows, rejected: Rows, pad: number, o: StepOptions): Promise<TrainStepReply> {
     return this.api.trainStep({ handle: this.handle, loss: "pairwise_reward", batch: pairwiseBatch(chosen, rejected, pad), ...o });

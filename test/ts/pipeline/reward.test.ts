@@ -4,7 +4,7 @@
  * scoring short completions sensibly; and the config's checks of each reward kind.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { WorkerClient } from "../../../ts/transport/client.js";
 import { WorkerApi } from "../../../ts/worker/api.js";
@@ -80,6 +80,47 @@ describe("reward.kind ngram", () => {
     expect(r1.reused).toBe(false);
     expect(r1.key).not.toBe(r.key);
   }, 120_000);
+});
+
+describe("reward.kind python and hf", () => {
+  it("calls the user's function inside the worker with prompts and completions apart, measured like the classifiers", async () => {
+    const dataDir = writeTinyImdb(tmpDir(), { train: 4, test: 60, unsup: 4 });
+    const modDir = tmpDir("dpalign-pyreward-");
+    writeFileSync(join(modDir, "my_sentiment.py"), [
+      "POS = {'great', 'wonderful', 'loved', 'excellent', 'best', 'fun'}",
+      "NEG = {'awful', 'boring', 'worst', 'terrible', 'bad', 'waste'}",
+      "def words(t):",
+      "    return [w.strip('.,!') for w in t.lower().split()]",
+      "def score(prompts, completions):",
+      "    return [sum((w in POS) - (w in NEG) for w in words(c)) + 0.001 * len(p) for p, c in zip(prompts, completions)]",
+    ].join("\n"));
+    const cfg = parseConfig({
+      data: { classifierTrain: 10, classifierHeldOut: 40, evalPrompts: 10, privateSize: 2 },
+      reward: { kind: "python", function: "my_sentiment:score", pythonPath: [modDir], shortWindow: 6 },
+    });
+    const pub = assignPublicRoles(await loadImdb(dataDir), { ...cfg.data, pretrainDocs: 1, rmHeldOut: 0, lmHeldOut: 0 });
+    const base = { tokenizerDir, checkpoint: "", padId: pad, eosId: 0 };
+    const r = await trainRewardClassifier(api, cfg, base, pub.classifierTrain, pub.classifierHeldOut, tmpDir(), silentProgress);
+    expect(r).toMatchObject({ kind: "python", checkpoint: "", trainSize: 0, heldOutSize: 40, shortWindowTokens: 6, reused: false });
+    expect(r.heldOutAccuracy).toBe(1);
+    expect(describeReward(r)).toMatch(/^reward \(Python reward function\): held-out accuracy 100\.0% on whole 40 public reviews/);
+    const rm = await loadRewardModel(api, cfg, base, r);
+    const q = await rm.tokenize(["the movie", "a film"], 0);
+    const c = await rm.tokenize([" was great and fun", " was bad"], 0);
+    const s = await rm.scorePairs(q, c, pad);
+    expect(s[0]).toBeCloseTo(2 + 0.001 * "the movie".length, 6);
+    expect(s[1]).toBeCloseTo(-1 + 0.001 * "a film".length, 6);
+    await rm.unload();
+  }, 60_000);
+
+  it("stops with the worker's message when reward.path is neither a directory nor a cached id", async () => {
+    const cfg = parseConfig({ data: { classifierTrain: 10, classifierHeldOut: 4, evalPrompts: 2, privateSize: 2 }, reward: { kind: "hf", path: join(tmpDir(), "missing-model"), labelIndex: 2 } });
+    const base = { tokenizerDir, checkpoint: "", padId: pad, eosId: 0 };
+    await expect(trainRewardClassifier(api, cfg, base, [], [{ id: "t/0", text: "great", label: 1 }], tmpDir(), silentProgress))
+      .rejects.toThrow(/reward classifier \(reward\.path\) '.*missing-model': no such directory/);
+    await expect(trainRewardClassifier(api, parseConfig({ ...cfg, reward: { ...cfg.reward, path: "someorg/not-cached-model" } }), base, [], [], tmpDir(), silentProgress))
+      .rejects.toThrow(/'someorg\/not-cached-model' is not a local directory and not in the Hugging Face cache .*huggingface-cli download someorg\/not-cached-model/);
+  }, 60_000);
 });
 
 describe("reward config", () => {

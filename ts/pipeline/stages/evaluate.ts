@@ -50,7 +50,7 @@ export async function evaluateModel(
     maxNewTokens: ev.maxNewTokens, minNewTokens: ev.maxNewTokens, temperature: ev.temperature, topK: 0, seed: 12345 + cfg.data.publicSeed, values: false,
   });
   const seqs = prompts.map((p, i) => [...p, ...g.responses[i]]);
-  const rewards = await ctx.reward.score(seqs, base.padId);
+  const rewards = await ctx.reward.scorePairs(prompts, g.responses, base.padId);
   const byEvalRm = evalRm ? meanCi(await evalRm.score(seqs, base.padId)) : undefined;
   const prefixes = await model.decode(prompts.slice(0, Math.min(ev.samples, prompts.length)), base.padId);
   await model.unload();

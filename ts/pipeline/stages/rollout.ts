@@ -35,7 +35,7 @@ export async function rollout(
   const timed = <T>(phase: string, fn: () => Promise<T>) => (clock ? clock.time(phase, fn) : fn());
   const g = await timed("generate (policy + values)", () => m.policy.generate(queries, pad, { maxNewTokens: respLen, minNewTokens: respLen, temperature: ppo.temperature, topK: ppo.topK, seed, values: true }));
   const refLogprobs = await timed("reference log-probs", () => m.ref.logprobs(queries, g.responses, pad));
-  const raw = await timed("reward scoring", () => m.reward.score(queries.map((q, i) => [...q, ...g.responses[i]]), pad));
+  const raw = await timed("reward scoring", () => m.reward.scorePairs(queries, g.responses, pad));
   const scores = normalizeScores(raw, ppo.rewardNormalization, { dp }, { mean: ppo.rewardMean, std: ppo.rewardStd });
   const shaped = klShapedRewards(scores, g.logprobs, refLogprobs, beta);
   const { advantages, returns } = gae(shaped.rewards, g.values, ppo.gamma, ppo.lam);
