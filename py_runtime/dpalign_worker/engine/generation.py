@@ -33,6 +33,17 @@ def _filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return logits
 
 
+def sample_rows(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One token per row of probs [n, V] by inverting its CDF at one seeded uniform per row.
+    torch.multinomial on CPU took a third of the tiny demo's generation time (about 90 ms per
+    step for 256 x 2048); this is a cumulative sum and a binary search. The CDF is float64 and
+    the uniform is scaled by each row's total, so rounding cannot step past the last token, and a
+    token of probability 0 (filtered by top-k/top-p) is never chosen (its CDF step is empty)."""
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=gen, device=probs.device, dtype=torch.float64) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(probs.shape[-1] - 1)
+
+
 @contextmanager
 def inference_attention(lm: nn.Module) -> Iterator[None]:
     """Runs the block with PyTorch's fused scaled-dot-product attention where the model supports
@@ -106,7 +117,7 @@ def _generate(m: LoadedModel, ids: torch.Tensor, lengths: torch.Tensor, max_new_
             tok = logits.argmax(-1)
         else:
             probs = torch.softmax(_filter(logits / temperature, top_k, top_p), -1)
-            tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+            tok = sample_rows(probs, gen)
         tok = torch.where(finished, torch.full_like(tok, m.pad_id), tok)
         toks.append(tok)
         lps.append(torch.where(finished, 0.0, logp.gather(1, tok.unsqueeze(1)).squeeze(1)))

@@ -103,3 +103,24 @@ def test_fused_attention_matches_eager_and_is_switched_back(tok_dir):
     torch.testing.assert_close(a["logprobs"], b["logprobs"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a["values"], b["values"], atol=1e-5, rtol=1e-5)
     assert m.model.lm.config._attn_implementation == "eager"
+
+
+def test_sample_rows_follows_the_distribution_and_never_picks_filtered_tokens():
+    from scipy.stats import chisquare
+
+    from dpalign_worker.engine.generation import sample_rows
+
+    p = torch.tensor([0.5, 0.0, 0.2, 0.3, 0.0])
+    gen = torch.Generator().manual_seed(3)
+    draws = torch.cat([sample_rows(p.expand(1000, 5), gen) for _ in range(40)])
+    counts = torch.bincount(draws, minlength=5).double()
+    assert counts[1] == 0 and counts[4] == 0  # probability 0 (top-k/top-p filtered): never
+    n = float(counts.sum())
+    assert chisquare(counts[[0, 2, 3]].numpy(), (p[[0, 2, 3]].double() * n).numpy()).pvalue > 1e-3
+    # rows are independent and each follows its own distribution; a one-hot row always gives its token
+    rows = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert sample_rows(rows, gen).tolist() == [2, 0]
+    # seeded: the same generator state gives the same tokens
+    a = sample_rows(p.expand(50, 5), torch.Generator().manual_seed(9))
+    b = sample_rows(p.expand(50, 5), torch.Generator().manual_seed(9))
+    assert torch.equal(a, b)
