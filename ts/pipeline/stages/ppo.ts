@@ -66,13 +66,16 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
       const [lo, hi] = ppo.responseTokens;
       const respLen = lo + rng.fork(`resp/${round}`).int(hi - lo + 1);
       const roll = await rollout({ policy, ref, reward: ctx.reward }, ppo, dp, flat.map((i) => d3Prompts[i]), base.padId, kl.value(), respLen, Number(rng.fork(`gen/${round}`).seedForChild() >> 12n), clock);
-      const m = { loss: 0, clipfrac: 0, steps: 0 };
+      const m = { loss: 0, clipfrac: 0, steps: 0, gradNormMedian: 0, fractionClipped: 0 };
       const train = async (rows: number[]) => {
         const r: TrainStepReply = await clock.time("train steps", () => policy.trainPpo(roll, rows, base.padId, params, { dp: guard.dpSpec(step), lr: ppo.lr, microBatchSize: ppo.microBatchSize }));
         check(r, rows.length);
         step++;
         m.loss += r.loss;
         m.clipfrac += r.metrics.clipfrac ?? 0;
+        // Per-example gradient norms against C (private: they describe the sampled examples)
+        m.gradNormMedian += r.gradNormQuantiles[2] ?? 0;
+        m.fractionClipped += r.fractionClipped;
         m.steps++;
       };
       if (dp) {
@@ -94,6 +97,7 @@ export async function runPpo(ctx: PipelineContext, d3Prompts: number[][], sftChe
         metrics: {
           round, rollouts: n, members: groups.map(membersDigest), meanScore, meanKl, beta: kl.value(),
           loss: m.steps ? m.loss / m.steps : 0, clipfrac: m.steps ? m.clipfrac / m.steps : 0,
+          gradNormMedian: m.steps ? m.gradNormMedian / m.steps : 0, fractionClipped: m.steps ? m.fractionClipped / m.steps : 0,
         },
         info: `reward ${meanScore.toFixed(2)} kl ${meanKl.toFixed(2)}`,
       };
