@@ -35,6 +35,10 @@ export const DataSchema = z.object({
   source: z.enum(["imdb", "tldr"]).default("imdb"),
   /** Public unsup documents used for pre-training and the tokenizer; "all" for 50,000. */
   pretrainDocs: z.union([posInt, z.literal("all")]).default(20000),
+  /** Public unsup documents held out from pre-training (and the tokenizer) to measure the base model's perplexity; 0: none. */
+  pretrainHeldOut: nonNegInt.default(0),
+  /** Public test reviews (the end of the public test shuffle, disjoint from the other test roles) for the held-out LM loss before and after SFT; 0: none. */
+  lmHeldOut: nonNegInt.default(0),
   /** Public labeled reviews (from test) that train the reward classifier. */
   classifierTrain: posInt.default(2000),
   /** Further public labeled reviews (from test) for the classifier's accuracy. */
@@ -92,6 +96,12 @@ export const PretrainSchema = z.object({
   weightDecay: z.number().min(0).default(0.01),
   /** Tokens per training sequence. */
   seqLen: posInt.default(48),
+  /**
+   * Consecutive seqLen-token windows taken from each document (1: its first seqLen tokens only).
+   * More windows give more distinct text from the same documents; a later window shorter than half
+   * of seqLen is dropped (mostly padding).
+   */
+  windowsPerDoc: posInt.default(1),
   /** Documents used to train the tokenizer. */
   tokenizerDocs: posInt.default(5000),
 }).strict();

@@ -6,6 +6,8 @@ import type { RunSummary } from "./run.js";
 import { formatPlan } from "./plan.js";
 import { describeReward } from "./stages/reward.js";
 import { ROUGE_DESCRIPTION } from "../eval/rouge.js";
+import type { HeldOutLm } from "./stages/lm-eval.js";
+import { HELD_OUT_WORDS } from "./stages/pretrain.js";
 import { renderPhaseTable } from "./timing.js";
 
 const f = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : x === Infinity ? "inf" : "-");
@@ -39,6 +41,13 @@ export function renderReport(cfg: Config, s: RunSummary): string {
     if (s.evalRm) L.push("", `Evaluation RM: a non-private reward model used only here, trained on ${s.evalRm.trainPairs} gold-labelled pairs of the pretrained model's completions of public prefixes (never on D2; PPO may not train on it); accuracy ${(100 * s.evalRm.heldOutAccuracy).toFixed(1)}% on ${s.evalRm.heldOutPairs} public held-out pairs.`);
     if (s.evals.some((e) => e.rouge)) L.push("", `ROUGE against each held-out review's real continuation (as many tokens as the completion): ${ROUGE_DESCRIPTION}.`);
   }
+  const lmRows = languageModelRows(s);
+  if (lmRows.length) {
+    L.push("", "## Language model on public held-out text", "");
+    L.push("| model | held-out text | texts | tokens | loss (nats/token) | perplexity | per word |", "|---|---|---|---|---|---|---|");
+    for (const r of lmRows) L.push(`| ${r.model} | ${r.text} | ${r.h.texts} | ${r.h.tokens} | ${f(r.h.loss)} | ${f(r.h.perplexity, 1)} | ${f(r.h.wordPerplexity, 1)} |`);
+    L.push("", "Never trained on: the unsup slice is held out from pre-training and the tokenizer; the test reviews from the classifier, the evaluation prompts and every private set. The first token of each text is context, the rest are predicted.");
+  }
   L.push("", CHARTS_BEGIN, CHARTS_END); // filled by ts/pipeline/plot.ts once the charts are rendered
   L.push("", "## Privacy", "");
   L.push(`Target (epsilon, delta) = (${f(s.privacy.target.epsilon, 2)}, ${s.privacy.target.delta.toExponential(3)}), accountant ${s.privacy.accountant}.`, "");
@@ -52,7 +61,9 @@ export function renderReport(cfg: Config, s: RunSummary): string {
   if (s.plan.deltaRule === "1/n") L.push("", "Note: delta = 1/|D| as in the paper; the default min(1/|D|^1.1, 1e-6) is safer.");
   L.push("", "## Plan", "", "```", formatPlan(s.plan), "```", "");
   L.push("## Public models", "");
-  L.push(`- Pretrained tiny model: ${cfg.model.tiny.nLayer} layers, n_embd ${cfg.model.tiny.nEmbd}, vocab ${cfg.model.tiny.vocabSize}; ${cfg.pretrain.steps} steps on ${s.plan.sizes.publicCorpus} public unsup reviews; final loss ${f(s.pretrain.finalLoss)}${s.pretrain.reused ? " (cached)" : ""}.`);
+  const tokens = s.pretrain.tokensSeen ? ` (${(s.pretrain.tokensSeen / 1e6).toFixed(2)}M tokens)` : "";
+  const ppl = s.pretrain.heldOut ? `; held-out perplexity ${f(s.pretrain.heldOut.perplexity, 1)}` : "";
+  L.push(`- Pretrained tiny model: ${cfg.model.tiny.nLayer} layers, n_embd ${cfg.model.tiny.nEmbd}, vocab ${cfg.model.tiny.vocabSize}; ${cfg.pretrain.steps} steps of ${cfg.pretrain.batchSize} x ${cfg.pretrain.seqLen} tokens${tokens} on ${s.plan.sizes.publicCorpus} public unsup reviews; final loss ${f(s.pretrain.finalLoss)}${ppl}${s.pretrain.reused ? " (cached)" : ""}.`);
   if (s.rm && s.reward) L.push(`- DP reward model (D2): accuracy ${(100 * s.rm.heldOutAccuracy).toFixed(1)}% and Eq. 1 loss ${f(s.rm.heldOutLoss)} on ${s.rm.heldOutPairs} public held-out pairs labelled by the gold labeller.`);
   if (s.reward) L.push(`- ${cfg.scenario === "rlhf" ? "Gold labeller: the public " : "Public "}${describeReward(s.reward)}.`);
   L.push("", "## Wall time", "", `Total ${f(s.wallS, 0)} s; by stage (this invocation): ${Object.entries(s.stageWallS).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(", ")}.`);
@@ -68,6 +79,18 @@ export function renderReport(cfg: Config, s: RunSummary): string {
     L.push("");
   }
   return L.join("\n");
+}
+
+/** The held-out LM figures of a run: the pretrained model on unsup text, the model before and after SFT on test reviews. */
+function languageModelRows(s: RunSummary): { model: string; text: string; h: HeldOutLm }[] {
+  const rows: { model: string; text: string; h: HeldOutLm }[] = [];
+  if (s.pretrain.heldOut) rows.push({ model: "pretrained", text: `unsup reviews, first ${HELD_OUT_WORDS} words`, h: s.pretrain.heldOut });
+  const h = s.sft?.heldOut;
+  if (h) {
+    const text = "test reviews (private distribution), as SFT cuts them";
+    rows.push({ model: "pretrained (before SFT)", text, h: h.before }, { model: "sft", text, h: h.after });
+  }
+  return rows;
 }
 
 export function writeReport(run: RunDir, cfg: Config, s: RunSummary): void {

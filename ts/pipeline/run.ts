@@ -27,7 +27,7 @@ import { openRunSecret } from "./secret.js";
 import { bindRun, fingerprintImdb } from "./binding.js";
 import { silentProgress, type Progress } from "./progress.js";
 import { modelSpec, type BaseModel, type PipelineContext, type StopRequest } from "./context.js";
-import { pretrain, type PretrainResult } from "./stages/pretrain.js";
+import { describeHeldOut, pretrain, type PretrainResult } from "./stages/pretrain.js";
 import { describeReward, trainRewardClassifier, loadRewardModel, REWARD_HANDLE, type RewardResult } from "./stages/reward.js";
 import { runSft, type SftResult } from "./stages/sft.js";
 import { runPpo, type PpoResult } from "./stages/ppo.js";
@@ -207,10 +207,11 @@ async function runLocked(o: RunOptions, run: RunDir): Promise<RunSummary> {
     // Public stages are cached only when complete: a stop requested during one ends it at the next step.
     const publicProgress = stoppable(progress, stop);
     let s = Date.now();
-    const pre = cfg.model.kind === "tiny" ? await pretrain(api, cfg, roles.publicCorpus, cacheDir, publicProgress) : await hfBase(api, cfg);
+    const pre = cfg.model.kind === "tiny" ? await pretrain(api, cfg, roles.publicCorpus, cacheDir, publicProgress, roles.pretrainHeldOut) : await hfBase(api, cfg);
     stageWallS.pretrain = (Date.now() - s) / 1000;
     run.writeJson("stages/pretrain.json", pre);
     progress.log(`pretrain: ${pre.reused ? "reused cached model" : `trained in ${pre.wallS.toFixed(0)} s`} (${pre.key}, loss ${pre.finalLoss.toFixed(3)})`);
+    if (pre.heldOut) progress.log(`pretrain: ${describeHeldOut(pre.heldOut)}`);
     const base: BaseModel = { tokenizerDir: pre.tokenizerDir, checkpoint: pre.checkpoint, padId: pre.padId, eosId: pre.eosId };
 
     const finish = async (parts: Pick<RunSummary, "reward" | "sft" | "rm" | "evalRm" | "ppo"> & { evals: ModelEval[] }): Promise<RunSummary> => {

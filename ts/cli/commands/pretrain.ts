@@ -4,7 +4,7 @@ import { WorkerClient } from "../../transport/client.js";
 import { WorkerApi } from "../../worker/api.js";
 import { assignPublicRoles } from "../../pipeline/data/roles.js";
 import { DEFAULT_CACHE_DIR, loadData } from "../../pipeline/run.js";
-import { pretrain } from "../../pipeline/stages/pretrain.js";
+import { describeHeldOut, pretrain } from "../../pipeline/stages/pretrain.js";
 import { consoleProgress } from "../../pipeline/progress.js";
 import { CONFIG_DIR, commonOptions, loadWithOverrides } from "./pipeline-common.js";
 
@@ -19,8 +19,9 @@ export function register(cli: Argv): Argv {
       const roles = assignPublicRoles(data, cfg.data);
       const client = await WorkerClient.spawn();
       try {
-        const r = await pretrain(new WorkerApi(client), cfg, roles.publicCorpus, (args.cacheDir as string | undefined) ?? DEFAULT_CACHE_DIR, consoleProgress());
-        process.stdout.write(`${r.reused ? "cached" : "trained"}: ${r.checkpoint} (loss ${r.finalLoss.toFixed(3)}, ${r.wallS.toFixed(0)} s)\n`);
+        const r = await pretrain(new WorkerApi(client), cfg, roles.publicCorpus, (args.cacheDir as string | undefined) ?? DEFAULT_CACHE_DIR, consoleProgress(), roles.pretrainHeldOut);
+        process.stdout.write(`${r.reused ? "cached" : "trained"}: ${r.checkpoint} (loss ${r.finalLoss.toFixed(3)}, ${r.wallS.toFixed(0)} s${r.tokensSeen ? `, ${r.tokensSeen} tokens seen` : ""})\n`);
+        if (r.heldOut) process.stdout.write(`${describeHeldOut(r.heldOut)}\n`);
       } finally {
         await client.close();
       }

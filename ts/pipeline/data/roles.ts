@@ -32,6 +32,16 @@ export interface RoleSizes {
   rmFraction?: number;
   /** With three stages: public held-out prefixes (from test) for the reward model's accuracy. */
   rmHeldOut?: number;
+  /**
+   * Public unsup documents set aside (from the end of the public shuffle, never in the pre-training
+   * corpus or the tokenizer's documents) to measure the pretrained model's held-out perplexity.
+   */
+  pretrainHeldOut?: number;
+  /**
+   * Public test reviews (the last of the public test shuffle, disjoint from every other test role) that measure the language-model loss on
+   * private-distribution text before and after DP-SFT; never used by the classifier or the evaluation.
+   */
+  lmHeldOut?: number;
   /** Seed of the public roles (recorded; public roles need no secrecy). */
   publicSeed?: number;
 }
@@ -50,6 +60,10 @@ export interface PublicRoles {
   evalPrompts: ImdbRecord[];
   /** Public prefixes whose gold-labelled pairs measure a reward model (scenario rlhf; else empty). */
   rmHeldOut: ImdbRecord[];
+  /** Public unsup documents for the pretrained model's held-out perplexity (disjoint from publicCorpus; may be empty). */
+  pretrainHeldOut: ImdbRecord[];
+  /** Public test reviews for the held-out LM loss before and after SFT (may be empty). */
+  lmHeldOut: ImdbRecord[];
 }
 
 export interface Roles extends PublicRoles {
@@ -88,17 +102,26 @@ export function assignPublicRoles(src: ImdbSources, sizes: RoleSizes): PublicRol
   const pub = new SeededRng(`imdb-roles/${publicSeed}`);
   const unsup = pub.fork("unsup").shuffle(src.unsup);
   const test = pub.fork("test").shuffle(src.test);
-  const nPre = take(sizes.pretrainDocs, unsup.length, "data.pretrainDocs");
-  const nTestNeeded = sizes.classifierTrain + sizes.classifierHeldOut + sizes.evalPrompts + (sizes.rmHeldOut ?? 0);
-  take(nTestNeeded, test.length, "data.classifierTrain + data.classifierHeldOut + data.evalPrompts (+ data.rmHeldOut)");
+  // The held-out unsup slice comes from the end of the shuffle, so the corpus (its start) keeps
+  // its documents, and its cache key, whatever the held-out size.
+  const nHeld = take(sizes.pretrainHeldOut ?? 0, unsup.length, "data.pretrainHeldOut");
+  const nPre = take(sizes.pretrainDocs, unsup.length - nHeld, "data.pretrainDocs (+ data.pretrainHeldOut)");
+  const nTestNeeded = sizes.classifierTrain + sizes.classifierHeldOut + sizes.evalPrompts + (sizes.rmHeldOut ?? 0) + (sizes.lmHeldOut ?? 0);
+  take(nTestNeeded, test.length, "data.classifierTrain + data.classifierHeldOut + data.evalPrompts (+ data.rmHeldOut + data.lmHeldOut)");
+  const publicCorpus = unsup.slice(0, nPre);
+  // unsup repeats some texts: a held-out document whose text is in the corpus would measure memory, not generalisation.
+  const corpusTexts = nHeld ? new Set(publicCorpus.map((r) => textKey(r.text))) : new Set<string>();
   let o = 0;
   return {
     publicSeed,
-    publicCorpus: unsup.slice(0, nPre),
+    publicCorpus,
     classifierTrain: test.slice(o, (o += sizes.classifierTrain)),
     classifierHeldOut: test.slice(o, (o += sizes.classifierHeldOut)),
     evalPrompts: test.slice(o, (o += sizes.evalPrompts)),
     rmHeldOut: test.slice(o, (o += sizes.rmHeldOut ?? 0)),
+    // From the end of the test shuffle: the same reviews whatever the sizes of the other test roles.
+    lmHeldOut: test.slice(test.length - (sizes.lmHeldOut ?? 0)),
+    pretrainHeldOut: unsup.slice(unsup.length - nHeld).filter((r) => !corpusTexts.has(textKey(r.text))),
   };
 }
 
@@ -185,6 +208,8 @@ export function describePublicRoles(r: PublicRoles): Record<string, unknown> {
     classifierHeldOut: entry(r.classifierHeldOut),
     evalPrompts: entry(r.evalPrompts),
     ...(r.rmHeldOut.length ? { rmHeldOut: entry(r.rmHeldOut) } : {}),
+    ...(r.pretrainHeldOut.length ? { pretrainHeldOut: { size: r.pretrainHeldOut.length, idsSha256: idsHash(r.pretrainHeldOut) } } : {}),
+    ...(r.lmHeldOut.length ? { lmHeldOut: entry(r.lmHeldOut) } : {}),
   };
 }
 

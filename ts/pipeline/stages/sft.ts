@@ -11,6 +11,9 @@ import { poissonSample, shuffledBatches } from "../sampling.js";
 import { openStage, type StageHooks } from "./common.js";
 import { dpStageLoop } from "./loop.js";
 import { membersDigest } from "./membership.js";
+import { heldOutLm, type HeldOutLm } from "./lm-eval.js";
+import { cleanReview } from "../data/jsonl.js";
+import { tokenizeRows } from "../tokens.js";
 
 export const SFT_HANDLE = "sft";
 
@@ -20,6 +23,12 @@ export interface SftResult {
   batches: number;
   optimizerSteps: number;
   wallS: number;
+  /**
+   * The causal-LM loss on public held-out reviews of the private distribution (data.lmHeldOut,
+   * IMDb test reviews no other role uses), cut like D1 to sft.maxTokens: of the pretrained model
+   * before SFT and of the SFT model after it. Public text scored by a DP model: releasable.
+   */
+  heldOut?: { before: HeldOutLm; after: HeldOutLm };
 }
 
 /** Indices of batch t: Poisson-sampled in DP mode, else the t-th batch of seeded shuffled passes. */
@@ -36,6 +45,10 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
   const { sft } = effectiveStages(ctx.cfg);
   const lm = new LanguageModel(ctx.api, SFT_HANDLE);
   await lm.load(modelSpec(ctx.cfg, ctx.base, { lora: true }), adamw(sft.weightDecay));
+  const held = ctx.roles?.lmHeldOut ?? []; // stage tests run without data roles
+  const heldRows = held.length ? await tokenizeRows(lm, held.map((r) => cleanReview(r.text)), sft.maxTokens) : [];
+  // Measured before a resumed stage restores its checkpoint: LoRA starts at zero, so this is the pretrained model.
+  const before = heldRows.length ? await heldOutLm(ctx.api, SFT_HANDLE, heldRows, ctx.base.padId) : undefined;
   const rng = ctx.rng.fork("sft");
   const guard = await openStage(ctx, plan, SFT_HANDLE, rng);
   let ema = NaN;
@@ -54,6 +67,16 @@ export async function runSft(ctx: PipelineContext, d1Rows: number[][], hooks?: S
       };
     },
   }, hooks);
+  const after = before ? await heldOutLm(ctx.api, SFT_HANDLE, heldRows, ctx.base.padId) : undefined;
   await lm.unload();
-  return { checkpoint: ctx.run.rel(ctx.run.checkpoint("sft", "last")), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps, wallS: (Date.now() - t0) / 1000 };
+  if (before && after) ctx.progress.log(`DP-SFT: ${describeSftHeldOut({ before, after })}`);
+  return {
+    checkpoint: ctx.run.rel(ctx.run.checkpoint("sft", "last")), batches: plan.sampledBatches, optimizerSteps: plan.optimizerSteps, wallS: (Date.now() - t0) / 1000,
+    ...(before && after ? { heldOut: { before, after } } : {}),
+  };
+}
+
+/** The held-out figure as the run output and report.md give it. */
+export function describeSftHeldOut(h: NonNullable<SftResult["heldOut"]>): string {
+  return `held-out LM loss on ${h.before.texts} public test reviews (never trained on) ${h.before.loss.toFixed(3)} before -> ${h.after.loss.toFixed(3)} after SFT (perplexity ${h.before.perplexity.toFixed(1)} -> ${h.after.perplexity.toFixed(1)})`;
 }
