@@ -64,10 +64,10 @@ def hf_location(name: str, what: str) -> str:
     except Exception as e:  # not cached, or not a valid id: the same advice either way
         home = os.environ.get("HF_HOME", "(unset; default ~/.cache/huggingface)")
         raise not_found(
-            f"{what} {name!r} is not a local directory and not in the Hugging Face cache ({cache}; HF_HOME={home}). "
-            f"dpalign works offline and never downloads: fetch it on a machine with network access with "
-            f"`huggingface-cli download {name}` (or `python -c \"from transformers import AutoModel; "
-            f"AutoModel.from_pretrained('{name}')\"`) into the same HF_HOME, or give a local directory",
+            f"{what} {name!r} is not a local directory ({os.path.abspath(name)} does not exist) and not a "
+            f"Hugging Face id in the local cache ({cache}; HF_HOME={home}). dpalign works offline and never "
+            f"downloads: put the model directory there, or fetch the id on a machine with network access with "
+            f"`huggingface-cli download {name}` into the same HF_HOME",
             id=name, hf_home=home, cache=cache, reason=type(e).__name__) from None
 
 

@@ -119,7 +119,7 @@ describe("reward.kind python and hf", () => {
     await expect(trainRewardClassifier(api, cfg, base, [], [{ id: "t/0", text: "great", label: 1 }], tmpDir(), silentProgress))
       .rejects.toThrow(/reward classifier \(reward\.path\) '.*missing-model': no such directory/);
     await expect(trainRewardClassifier(api, parseConfig({ ...cfg, reward: { ...cfg.reward, path: "someorg/not-cached-model" } }), base, [], [], tmpDir(), silentProgress))
-      .rejects.toThrow(/'someorg\/not-cached-model' is not a local directory and not in the Hugging Face cache .*huggingface-cli download someorg\/not-cached-model/);
+      .rejects.toThrow(/'someorg\/not-cached-model' is not a local directory .* and not a Hugging Face id in the local cache .*huggingface-cli download someorg\/not-cached-model/);
   }, 60_000);
 });
 
