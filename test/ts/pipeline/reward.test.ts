@@ -13,7 +13,8 @@ import { silentProgress } from "../../../ts/pipeline/progress.js";
 import { assignPublicRoles, loadImdb } from "../../../ts/pipeline/data/roles.js";
 import { describeReward, loadRewardModel, trainRewardClassifier } from "../../../ts/pipeline/stages/reward.js";
 import { ConfigError } from "../../../ts/util/errors.js";
-import { tmpDir, writeTinyImdb } from "./helpers.js";
+import { runPipeline } from "../../../ts/pipeline/run.js";
+import { TINY, tmpDir, writeTinyImdb } from "./helpers.js";
 
 let client: WorkerClient;
 let api: WorkerApi;
@@ -112,6 +113,29 @@ describe("reward.kind python and hf", () => {
     expect(s[1]).toBeCloseTo(-1 + 0.001 * "a film".length, 6);
     await rm.unload();
   }, 60_000);
+
+  it("drives a whole run: PPO's rollouts and the evaluation are scored by the function, prompts and completions apart", async () => {
+    const dataDir = writeTinyImdb(tmpDir(), { train: 40, test: 40, unsup: 40 });
+    const modDir = tmpDir("dpalign-pyreward-");
+    // the score says how the function was called: the completion's length, +500 when a prompt came apart
+    writeFileSync(join(modDir, "run_reward.py"), [
+      "def score(prompts, completions):",
+      "    return [1000.0 + len(c) + (500.0 if p else 0.0) for p, c in zip(prompts, completions)]",
+    ].join("\n"));
+    const cfg = parseConfig({ ...TINY, reward: { kind: "python", function: "run_reward:score", pythonPath: [modDir] } });
+    const runDir = join(tmpDir(), "run");
+    const s = await runPipeline({ cfg, runDir, dataDir, cacheDir: tmpDir("dpalign-cache-"), api });
+    expect(s.reward).toMatchObject({ kind: "python", trainSize: 0 });
+    const samples = readFileSync(join(runDir, "samples.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { completion: string; reward: number });
+    expect(samples.length).toBeGreaterThan(0);
+    for (const sm of samples) expect(sm.reward).toBeCloseTo(1500 + sm.completion.length, 3);
+    for (const e of s.evals) expect(e.meanReward).toBeGreaterThan(1500);
+    // PPO's rollouts too (their rewards are private statistics: private/metrics.jsonl only)
+    const ppo = readFileSync(join(runDir, "private", "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { stage: string; rollouts?: number; meanScore?: number }).filter((m) => m.stage === "ppo" && (m.rollouts ?? 0) > 0);
+    expect(ppo.length).toBeGreaterThan(0);
+    for (const m of ppo) expect(m.meanScore).toBeGreaterThan(1500);
+    expect(readFileSync(join(runDir, "report.md"), "utf8")).toMatch(/Public reward \(Python reward function\): held-out accuracy/);
+  }, 120_000);
 
   it("stops with the worker's message when reward.path is neither a directory nor a cached id", async () => {
     const cfg = parseConfig({ data: { classifierTrain: 10, classifierHeldOut: 4, evalPrompts: 2, privateSize: 2 }, reward: { kind: "hf", path: join(tmpDir(), "missing-model"), labelIndex: 2 } });
