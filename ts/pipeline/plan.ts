@@ -100,12 +100,13 @@ function resolveSizes(cfg: Config, disjoint: boolean, avail: DataSizes): RunPlan
   const privateD = d.privateSize === "all" ? avail.train : d.privateSize;
   if (!tldr && privateD > avail.train) throw new ConfigError(`data.privateSize: ${privateD} exceeds the ${avail.train} train reviews`);
   const rmHeldOut = rlhf ? d.rmHeldOut : 0;
-  const testNeeded = d.classifierTrain + d.classifierHeldOut + d.evalPrompts + rmHeldOut;
+  const testNeeded = d.classifierTrain + d.classifierHeldOut + d.evalPrompts + rmHeldOut + d.lmHeldOut;
   if (!tldr && testNeeded > avail.test) {
-    throw new ConfigError(`data.classifierTrain + data.classifierHeldOut + data.evalPrompts${rlhf ? " + data.rmHeldOut" : ""} = ${testNeeded} exceeds the ${avail.test} test reviews`);
+    throw new ConfigError(`data.classifierTrain + data.classifierHeldOut + data.evalPrompts${rlhf ? " + data.rmHeldOut" : ""}${d.lmHeldOut ? " + data.lmHeldOut" : ""} = ${testNeeded} exceeds the ${avail.test} test reviews`);
   }
-  const publicCorpus = d.pretrainDocs === "all" ? avail.unsup : d.pretrainDocs;
-  if (!tldr && publicCorpus > avail.unsup) throw new ConfigError(`data.pretrainDocs: ${publicCorpus} exceeds the ${avail.unsup} unsup reviews`);
+  // The held-out unsup reviews are never in the corpus ("all" is every other one).
+  const publicCorpus = d.pretrainDocs === "all" ? avail.unsup - d.pretrainHeldOut : d.pretrainDocs;
+  if (!tldr && publicCorpus + d.pretrainHeldOut > avail.unsup) throw new ConfigError(`data.pretrainDocs${d.pretrainHeldOut ? " + data.pretrainHeldOut" : ""}: ${publicCorpus + d.pretrainHeldOut} exceeds the ${avail.unsup} unsup reviews`);
   // Planned sizes (the realised ones follow the per-record keyed split and are private).
   const d1 = disjoint ? Math.round(privateD * d.sftFraction) : privateD;
   const d2 = !rlhf ? 0 : disjoint ? Math.round(privateD * d.rmFraction) : privateD;

@@ -25,7 +25,9 @@ import { modelSpec } from "../../../ts/pipeline/context.js";
 import { cleanReview } from "../../../ts/pipeline/data/jsonl.js";
 import { LanguageModel } from "../../../ts/worker/roles.js";
 import { tokenizeRows } from "../../../ts/pipeline/tokens.js";
-import { TINY, tmpDir, writeTinyImdb } from "./helpers.js";
+import { planRun, IMDB_SIZES } from "../../../ts/pipeline/plan.js";
+import { ConfigError } from "../../../ts/util/errors.js";
+import { fakeCalibrator, TINY, tmpDir, writeTinyImdb } from "./helpers.js";
 
 const rec = (split: string, i: number, text = `${split} review number ${i} with its own words`): ImdbRecord => ({ id: `${split}/pos/${i}`, text, label: 1, rating: 8 }) as ImdbRecord;
 const sources = (): ImdbSources => ({
@@ -76,6 +78,16 @@ describe("held-out public slices", () => {
     const roles = assignRoles(withCopy, sizes, new KeyedRng(Buffer.alloc(32, 7)), true);
     expect(roles.privateD.some((x) => x.text === held.text)).toBe(false);
     expect(roles.removed.inPublicSets).toBe(1);
+  });
+});
+
+describe("the plan's public sizes", () => {
+  it("counts the held-out slices: \"all\" unsup reviews are all but the held-out ones, and the test roles must fit with lmHeldOut", () => {
+    const cfg = (data: Record<string, unknown>) => parseConfig({ ...TINY, data: { ...TINY.data, ...data } });
+    expect(planRun(cfg({ pretrainDocs: "all", pretrainHeldOut: 500 }), fakeCalibrator).sizes.publicCorpus).toBe(IMDB_SIZES.unsup - 500);
+    expect(() => planRun(cfg({ pretrainDocs: IMDB_SIZES.unsup, pretrainHeldOut: 1 }), fakeCalibrator)).toThrow(ConfigError);
+    expect(() => planRun(cfg({ classifierTrain: IMDB_SIZES.test - 14, lmHeldOut: 1 }), fakeCalibrator)).toThrow(/data\.lmHeldOut/);
+    expect(() => planRun(cfg({ classifierTrain: IMDB_SIZES.test - 14, lmHeldOut: 0 }), fakeCalibrator)).not.toThrow();
   });
 });
 
