@@ -333,6 +333,12 @@ export const NonPrivateSchema = z.object({
   sft: z.object(SftFields).partial().strict().default({}),
   rm: z.object(RmFields).partial().strict().default({}),
   ppo: z.object(PpoFields).partial().strict().default({}),
+  /**
+   * Split D into disjoint D1 / D3 by the keyed per-record hash as a DP run with parallel
+   * composition does, instead of giving all of D to both stages: the like-for-like eps = inf
+   * reference of a sweep (same data per stage as the DP columns).
+   */
+  disjointStages: z.boolean().default(false),
 }).strict();
 
 export const SweepSchema = z.object({

@@ -82,9 +82,13 @@ export interface DataSizes {
   pairs?: number;
 }
 
-/** D1 and D3 are disjoint slices of D only in DP runs with parallel composition. */
+/**
+ * D1 and D3 are disjoint slices of D in DP runs with parallel composition, and in non-private runs
+ * that ask for it (nonPrivate.disjointStages: a sweep's like-for-like eps = inf column).
+ */
 export function disjointStages(cfg: Config): boolean {
-  return Number.isFinite(cfg.privacy.epsilon) && cfg.privacy.composition === "parallel";
+  const split = Number.isFinite(cfg.privacy.epsilon) || cfg.nonPrivate.disjointStages;
+  return split && cfg.privacy.composition === "parallel";
 }
 
 /** The stages a run trains, in order. */

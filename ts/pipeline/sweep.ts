@@ -43,11 +43,15 @@ export function sweepColumns(cfg: Config): { eps: number; dpSettings: boolean }[
   ]);
 }
 
-/** One run's config: the sweep's, at this seed and epsilon; the like-for-like inf run drops the `nonPrivate` recipe. */
+/**
+ * One run's config: the sweep's, at this seed and epsilon. The like-for-like inf run drops the
+ * `nonPrivate` recipe and splits D into D1 / D3 as the DP runs do, so it sees the same data per
+ * stage and runs the same number of steps.
+ */
 export function sweepRunConfig(cfg: Config, eps: number, seed: number, dpSettings: boolean): Config {
   return {
     ...cfg, seed, name: `${cfg.name}-eps${epsLabel(eps)}${dpSettings ? "-dpsettings" : ""}-seed${seed}`, privacy: { ...cfg.privacy, epsilon: eps },
-    ...(dpSettings ? { nonPrivate: { sft: {}, rm: {}, ppo: {} } } : {}),
+    ...(dpSettings ? { nonPrivate: { sft: {}, rm: {}, ppo: {}, disjointStages: true } } : {}),
   };
 }
 

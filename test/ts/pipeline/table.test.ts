@@ -3,6 +3,8 @@ import { buildTable, renderTable } from "../../../ts/pipeline/table.js";
 import { meanCi, tQuantile975 } from "../../../ts/pipeline/stages/evaluate.js";
 import { sweepColumns, sweepRunConfig, sweepRunDir } from "../../../ts/pipeline/sweep.js";
 import { effectiveStages, parseConfig } from "../../../ts/pipeline/config.js";
+import { disjointStages, planRun, IMDB_SIZES } from "../../../ts/pipeline/plan.js";
+import { accountantCalibrator } from "../../../ts/pipeline/privacy.js";
 
 describe("Table 1 layout", () => {
   const cells = [0, 1, 2].flatMap((seed) => [Infinity, 4, 1].map((epsilon) => ({
@@ -65,6 +67,15 @@ describe("Table 1 layout", () => {
     expect(matched.lr).toBe(cfg.ppo.lr);
     expect(matched.whitenAdvantages).toBe(cfg.ppo.whitenAdvantages);
     expect(sweepRunDir("/r", Infinity, 2, true)).toBe("/r/epsinf-dpsettings-seed2");
+    // like for like: the DP runs' per-stage data (D1 / D3 disjoint) and number of steps
+    const plan = (eps: number, dpSettings: boolean) => planRun(sweepRunConfig(cfg, eps, 0, dpSettings), accountantCalibrator, IMDB_SIZES);
+    expect(disjointStages(sweepRunConfig(cfg, Infinity, 0, true))).toBe(true);
+    expect(disjointStages(sweepRunConfig(cfg, Infinity, 0, false))).toBe(false);
+    const [matchedPlan, dpPlan, ownPlan] = [plan(Infinity, true), plan(4, false), plan(Infinity, false)];
+    expect(matchedPlan.sizes).toEqual(dpPlan.sizes);
+    // the same steps up to rounding (DP: epochs / q sampled batches; non-private: epochs x ceil(N / batch))
+    for (const st of ["sft", "ppo"] as const) expect(Math.abs(matchedPlan[st]!.sampledBatches / dpPlan[st]!.sampledBatches - 1)).toBeLessThan(0.01);
+    expect(ownPlan.sizes.d3).toBeGreaterThan(dpPlan.sizes.d3);
     expect(sweepColumns(parseConfig({ sweep: { epsilons: ["inf"], infWithDpSettings: false } }))).toHaveLength(1);
   });
   it("meanCi handles tiny samples", () => {
