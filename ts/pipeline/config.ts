@@ -349,6 +349,12 @@ export const SweepSchema = z.object({
    * `nonPrivate` overrides): the like-for-like reference of the recovery ratio (table.ts).
    */
   infWithDpSettings: z.boolean().default(true),
+  /**
+   * With eps = inf in `epsilons`, run the `nonPrivate` recipe's column (the paper's non-private
+   * settings); false keeps only the like-for-like column (a large D makes the recipe's many small
+   * steps slow).
+   */
+  nonPrivateRecipe: z.boolean().default(true),
 }).strict();
 
 export const ConfigSchema = z.object({

@@ -38,7 +38,7 @@ export function sweepRunDir(root: string, eps: number, seed: number, dpSettings 
 /** The sweep's columns: each epsilon, and after eps = inf its like-for-like twin (table.ts). */
 export function sweepColumns(cfg: Config): { eps: number; dpSettings: boolean }[] {
   return cfg.sweep.epsilons.flatMap((eps) => [
-    { eps, dpSettings: false },
+    ...(eps !== Infinity || cfg.sweep.nonPrivateRecipe ? [{ eps, dpSettings: false }] : []),
     ...(eps === Infinity && cfg.sweep.infWithDpSettings ? [{ eps, dpSettings: true }] : []),
   ]);
 }

@@ -77,6 +77,7 @@ describe("Table 1 layout", () => {
     for (const st of ["sft", "ppo"] as const) expect(Math.abs(matchedPlan[st]!.sampledBatches / dpPlan[st]!.sampledBatches - 1)).toBeLessThan(0.01);
     expect(ownPlan.sizes.d3).toBeGreaterThan(dpPlan.sizes.d3);
     expect(sweepColumns(parseConfig({ sweep: { epsilons: ["inf"], infWithDpSettings: false } }))).toHaveLength(1);
+    expect(sweepColumns(parseConfig({ sweep: { epsilons: ["inf", 4], nonPrivateRecipe: false } }))).toEqual([{ eps: Infinity, dpSettings: true }, { eps: 4, dpSettings: false }]);
   });
   it("meanCi handles tiny samples", () => {
     expect(meanCi([]).mean).toBeNaN();
