@@ -440,7 +440,9 @@ def _norms(model, plan, objective, batch, trainable, loss_params, autocast, chec
     """One forward and one backward: (losses, metrics, {id(param): _Param}, norms [B])."""
     b = next(iter(batch.values())).shape[0]
     rows: list[int] = []
-    fwd = _forward(model, trainable, rows, _takes_position_ids(model))
+    # batched position ids only matter to a trainable (hooked) position embedding
+    positions = any(kind == "embedding" for _, _, kind in plan.modules) and _takes_position_ids(model)
+    fwd = _forward(model, trainable, rows, positions)
     rec = _Recorder(plan.modules)
     mode = None
     try:
