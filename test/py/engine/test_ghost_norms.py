@@ -258,3 +258,18 @@ def test_bf16_autocast_matches_float32(tok_dir, device, full):
     r = train_step(amp, "causal_lm", lm_batch(6, seed=4), dp, 0, 1e-3)
     assert r.dp and all(p.dtype == torch.float32 for p in amp.trainable.values())
     assert any(not torch.equal(before[k], p) for k, p in amp.trainable.items())
+
+
+def test_first_step_check_refuses_norms_that_differ_from_vmap(tok_dir, monkeypatch):
+    """The safety net behind the static checks: if the hooked norms ever disagreed with torch.func
+    on a model, the first step would see it and every step of that model and loss would use vmap."""
+    m = _f64(tiny_config(tok_dir, lora_rank=0, train_base=True))
+    real = ghost_norms._Param.sq_norms
+    monkeypatch.setattr(ghost_norms._Param, "sq_norms", lambda self, b, dtype: 1.5 * real(self, b, dtype))
+    objective = get_objective("causal_lm")
+    batch = objective.prepare(lm_batch(3), m.pad_id)
+    acc = {k: torch.zeros_like(p) for k, p in m.trainable.items()}
+    assert ghost_norms.clipped_sum(m.model, objective, batch, m.trainable, None, 1.0, acc) is None
+    assert "differ" in ghost_norms.fallback_reason(m.model, m.trainable, "causal_lm")
+    monkeypatch.setattr(ghost_norms._Param, "sq_norms", real)
+    assert ghost_norms.clipped_sum(m.model, objective, batch, m.trainable, None, 1.0, acc) is None  # remembered
