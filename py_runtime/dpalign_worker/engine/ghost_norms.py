@@ -280,9 +280,12 @@ def _clipped(f: _Factored, factors: torch.Tensor, shape: torch.Size) -> torch.Te
         out = torch.zeros(shape, dtype=scaled.dtype, device=scaled.device)
         return out.index_add_(0, f.rows.reshape(-1), scaled)
     rows = f.rows
-    dtype = torch.promote_types(rows.dtype, cols.dtype)
-    # the factor multiplies in float32 or wider (a bf16 factor could round up past C), then the
-    # scaled side returns to the matmul's dtype: one rounding, to nearest, per element
+    # At least float32: under bf16 autocast, rounding the factor-scaled side back to bf16 would
+    # perturb each example's contribution by up to 2^-9 of the sum of |terms| over positions, which
+    # after cancellation can exceed 2^-9 of its norm, so ||f_b G_b|| <= C would no longer hold. The
+    # bf16 operands are exact in float32; only float32 accumulation rounding remains, as in any
+    # float32 DP step.
+    dtype = torch.promote_types(torch.promote_types(rows.dtype, cols.dtype), torch.float32)
     fac = factors.view(-1, 1, 1)
     if rows.shape[-1] <= cols.shape[-1]:  # scale the narrower side
         rows = (rows * fac).to(dtype)
