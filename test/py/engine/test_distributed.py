@@ -7,20 +7,37 @@ processes of their own (torch.multiprocessing spawn), as the workers of a real g
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
+import pathlib
 import socket
+import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import lm_batch, perturb_lora, tiny_config
 from safetensors.torch import load_file, save_file
 
 from dpalign_worker.engine import distributed
 from dpalign_worker.engine.dp_step import DpConfig, train_step
 from dpalign_worker.engine.models import build_model
 from dpalign_worker.engine.optim import OptimizerConfig
+
+
+def _engine_conftest():
+    """This directory's conftest.py by path: a spawned rank re-imports this module, and there the
+    name `conftest` may resolve to test/py/conftest.py first (it does in the full suite)."""
+    name = "dpalign_test_engine_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("conftest.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+lm_batch, perturb_lora, tiny_config = (getattr(_engine_conftest(), n) for n in ("lm_batch", "perturb_lora", "tiny_config"))
 
 ROWS = 7
 # rank 0 takes the even rows, rank 1 the odd ones (not contiguous on purpose); in the last scenario
