@@ -95,7 +95,20 @@ def add_noise(acc: dict[str, torch.Tensor], std: float, source: NoiseSource) -> 
     The source decides where the randomness comes from (engine/noise.py: secure or seeded)."""
     if std <= 0:
         return
-    for g in acc.values():
+    tensors = list(acc.values())
+    same = len({(g.dtype, g.device) for g in tensors}) == 1
+    if source.mode == "secure" and len(tensors) > 1 and same:
+        # One draw for all tensors: i.i.d. normals either way, but the per-draw overhead (~50 small
+        # float64 ops of Box-Muller and a keystream call) paid once per tensor was most of the LoRA
+        # step's gap to Opacus at two threads (README, issue 10's profile). Seeded mode
+        # keeps its per-tensor draws so seeded runs repeat what earlier versions drew.
+        flat = source.gaussian((sum(g.numel() for g in tensors),), std, tensors[0].dtype, tensors[0].device)
+        offset = 0
+        for g in tensors:
+            g.add_(flat[offset:offset + g.numel()].view(g.shape))
+            offset += g.numel()
+        return
+    for g in tensors:
         g.add_(source.gaussian(g.shape, std, g.dtype, g.device))
 
 

@@ -164,3 +164,19 @@ def test_invalid_requests(tok_dir):
     frozen = make_model(tok_dir, optimizer=None)
     with pytest.raises(WorkerError, match="without an optimizer"):
         train_step(frozen, "causal_lm", lm_batch(2), DpConfig(False))
+
+
+def test_secure_noise_is_one_draw_over_all_tensors_with_std_sigma_c():
+    """add_noise draws secure noise for every trainable tensor at once; each coordinate still gets
+    its own N(0, std^2) (no tensor repeats another's values)."""
+    from dpalign_worker.engine.dp_step import add_noise
+    from dpalign_worker.engine.noise import SecureGaussian
+
+    acc = {"a": torch.zeros(40_000), "b": torch.zeros(200, 100), "c": torch.zeros(3, 5, 7)}
+    add_noise(acc, 2.5, SecureGaussian())
+    allv = torch.cat([g.reshape(-1) for g in acc.values()]).double()
+    assert abs(float(allv.std()) / 2.5 - 1) < 0.02 and abs(float(allv.mean())) < 0.03
+    for g in acc.values():
+        assert abs(float(g.double().std()) / 2.5 - 1) < 0.2
+    assert not torch.equal(acc["a"][:20_000].view(200, 100), acc["b"])
+    assert acc["c"].shape == (3, 5, 7)
