@@ -1,12 +1,9 @@
 import type { Argv } from "yargs";
 import { withWorkers, workersOption } from "./pipeline-common.js";
 import { join } from "node:path";
-import { defaultRunDir, runPipeline } from "../../pipeline/run.js";
-import { consoleProgress } from "../../pipeline/progress.js";
 import { CONFIG_DIR, commonOptions, loadWithOverrides, workerOptions } from "./pipeline-common.js";
-import { printSummary, runSharedDirs } from "./run.js";
-import { openRemoteWorkers, type RemoteWorkerFlags } from "../../worker/connect.js";
-import { runControlOptions, withStopSignals } from "./run-control.js";
+import { runFromArgs } from "./run.js";
+import { runControlOptions } from "./run-control.js";
 
 export function register(cli: Argv): Argv {
   return cli.command(
@@ -32,19 +29,7 @@ export function register(cli: Argv): Argv {
           ? `dpalign demo: RLHF on IMDb, DP-SFT + DP reward model + DP-PPO at epsilon 4 (configs/${file})\n`
           : `dpalign demo: IMDb positive continuations, DP-SFT + DP-PPO at epsilon 4 (configs/${file})\n`,
       );
-      const runDir = (args.runDir as string | undefined) ?? defaultRunDir(cfg);
-      const remote = await openRemoteWorkers(args as RemoteWorkerFlags, runSharedDirs(runDir, args.cacheDir as string | undefined), cfg.workers);
-      if (remote) process.stderr.write(`${remote.description}\n`);
-      try {
-        const s = await withStopSignals((stop) => runPipeline({
-          cfg, runDir, dataDir: args.dataDir as string | undefined, api: remote?.api,
-          cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
-          showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
-        }));
-        printSummary(s);
-      } finally {
-        await remote?.close();
-      }
+      await runFromArgs(cfg, args);
     },
   );
 }

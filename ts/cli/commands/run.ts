@@ -9,6 +9,7 @@ import { describeReward } from "../../pipeline/stages/reward.js";
 import { commonOptions, loadWithOverrides, workerOptions } from "./pipeline-common.js";
 import { openRemoteWorkers, type RemoteWorkerFlags, type SharedDir } from "../../worker/connect.js";
 import { runControlOptions, withStopSignals } from "./run-control.js";
+import type { Config } from "../../pipeline/config.js";
 
 export function printSummary(s: RunSummary): void {
   const out = process.stdout;
@@ -50,19 +51,27 @@ export function register(cli: Argv): Argv {
         process.stdout.write(formatPlan(planRun(cfg, accountantCalibrator, await dataSizesForPlan(cfg, args.dataDir as string | undefined))) + "\n");
         return;
       }
-      const runDir = (args.runDir as string | undefined) ?? defaultRunDir(cfg);
-      const remote = await openRemoteWorkers(args as RemoteWorkerFlags, runSharedDirs(runDir, args.cacheDir as string | undefined), cfg.workers);
-      if (remote) process.stderr.write(`${remote.description}\n`);
-      try {
-        const s = await withStopSignals((stop) => runPipeline({
-          cfg, runDir, dataDir: args.dataDir as string | undefined, api: remote?.api,
-          cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
-          showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
-        }));
-        printSummary(s);
-      } finally {
-        await remote?.close();
-      }
+      await runFromArgs(cfg, args);
     },
   );
+}
+
+/**
+ * One pipeline run as `run` and `demo` start it: the run directory (--run-dir or the default),
+ * workers started by hand where --worker-endpoint names them, stop signals, the summary.
+ */
+export async function runFromArgs(cfg: Config, args: Record<string, unknown>): Promise<void> {
+  const runDir = (args.runDir as string | undefined) ?? defaultRunDir(cfg);
+  const remote = await openRemoteWorkers(args as RemoteWorkerFlags, runSharedDirs(runDir, args.cacheDir as string | undefined), cfg.workers);
+  if (remote) process.stderr.write(`${remote.description}\n`);
+  try {
+    const s = await withStopSignals((stop) => runPipeline({
+      cfg, runDir, dataDir: args.dataDir as string | undefined, api: remote?.api,
+      cacheDir: args.cacheDir as string | undefined, progress: consoleProgress(), stop,
+      showPrivate: args.verbosePrivate as boolean, forceUnlock: args.forceUnlock as boolean, tensorboard: args.tensorboard as string | undefined,
+    }));
+    printSummary(s);
+  } finally {
+    await remote?.close();
+  }
 }
