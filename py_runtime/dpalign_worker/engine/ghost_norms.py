@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from .lora import LoraLayer
+from .models import takes_position_ids
 
 # Objectives whose example b reads only rows b*k .. b*k+k-1 of the forward (k sequences per
 # example, example-major) and whose loss is a sum of per-example losses. dirac_canary reads the
@@ -204,18 +205,6 @@ class _Recorder:
         for h in self.handles:
             h.remove()
         self.handles = []
-
-
-def _takes_position_ids(model: nn.Module) -> bool:
-    import inspect
-
-    lm = getattr(model, "lm", None)
-    if lm is None or not hasattr(lm, "config"):
-        return False
-    try:
-        return "position_ids" in inspect.signature(lm.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _forward(model: nn.Module, params: dict[str, torch.Tensor], rows: list[int], positions: bool):
@@ -444,7 +433,7 @@ def _norms(model, plan, objective, batch, trainable, loss_params, autocast, chec
     b = next(iter(batch.values())).shape[0]
     rows: list[int] = []
     # batched position ids only matter to a trainable (hooked) position embedding
-    positions = any(kind == "embedding" for _, _, kind in plan.modules) and _takes_position_ids(model)
+    positions = any(kind == "embedding" for _, _, kind in plan.modules) and takes_position_ids(model)
     fwd = _forward(model, trainable, rows, positions)
     rec = _Recorder(plan.modules)
     mode = None

@@ -84,6 +84,20 @@ class EngineModel(nn.Module):
         return res
 
 
+def takes_position_ids(model: nn.Module) -> bool:
+    """Whether an EngineModel's language model takes position_ids (transformers' causal LMs do):
+    the per-example paths pass each example's positions so a batch of one sees what the batch saw."""
+    import inspect
+
+    lm = getattr(model, "lm", None)
+    if lm is None or not hasattr(lm, "config"):
+        return False
+    try:
+        return "position_ids" in inspect.signature(lm.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @dataclass
 class LoadedModel:
     """A model held by the worker under a handle, with everything a step needs."""

@@ -15,12 +15,12 @@ Tied weights (GPT-2's wte and lm_head) get the sum of both layers' per-example g
 """
 from __future__ import annotations
 
-import inspect
 import warnings
 
 import torch
 
 from ..errors import unsupported_model
+from .models import takes_position_ids
 from .per_example import _forward_fn
 
 
@@ -52,16 +52,6 @@ def _wrapped(model):
     return gsm
 
 
-def _takes_position_ids(model) -> bool:
-    lm = getattr(model, "lm", None)
-    if lm is None or not hasattr(lm, "config"):
-        return False
-    try:
-        return "position_ids" in inspect.signature(lm.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _batched_positions(fwd, takes_positions: bool):
     if not takes_positions:
         return fwd
@@ -86,7 +76,7 @@ def per_example_grads(model, objective, batch, params, loss_params):
         p.grad = None
     fwd = _forward_fn(gsm, {})
     fwd.model = gsm
-    fwd = _batched_positions(fwd, _takes_position_ids(model))
+    fwd = _batched_positions(fwd, takes_position_ids(model))
     gsm.enable_hooks()
     try:
         losses, metrics = objective.compute(fwd, batch, loss_params)
