@@ -157,7 +157,7 @@ function planRewardModel(cfg: Config, cal: Calibrator, avail: DataSizes): RunPla
   const { delta, deltaRule } = resolveDelta(cfg.privacy.delta, privateD);
   const { rm } = effectiveStages(cfg);
   const accountant = cfg.privacy.accountant;
-  const sizes = { privateD, d1: 0, d2: privateD, d3: 0, publicCorpus: cfg.data.pretrainDocs === "all" ? avail.unsup : cfg.data.pretrainDocs, classifierTrain: 0, classifierHeldOut: 0, evalPrompts: 0, rmHeldOut: held };
+  const sizes = { privateD, d1: 0, d2: privateD, d3: 0, publicCorpus: cfg.data.pretrainDocs === "all" ? avail.unsup - cfg.data.pretrainHeldOut : cfg.data.pretrainDocs, classifierTrain: 0, classifierHeldOut: 0, evalPrompts: 0, rmHeldOut: held };
   const notes: string[] = [];
   if (deltaRule === "1/n") notes.push(`delta = 1/|D| = ${delta.toExponential(3)} as in the paper; the default min(1/|D|^1.1, 1e-6) is safer`);
   if (cfg.privacy.reproducible && dp) notes.push("privacy.reproducible: sampling and noise follow the public seed; this run is NOT differentially private (epsilon inf)");
