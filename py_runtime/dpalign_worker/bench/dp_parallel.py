@@ -27,6 +27,8 @@ import time
 import torch
 import torch.multiprocessing as mp
 
+from .dp import _batch  # the same causal-LM batch as bench:dp
+
 SIGMA, C, LR = 1.0, 1.0, 1e-3
 
 
@@ -34,17 +36,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _batch(n: int, length: int, vocab: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(length // 2, length + 1, (n,), generator=g)
-    ids = torch.randint(2, vocab, (n, length), generator=g)
-    mask = torch.zeros(n, length)
-    for i in range(n):
-        ids[i, lengths[i]:] = 1
-        mask[i, 1:lengths[i]] = 1
-    return {"input_ids": ids, "lengths": lengths, "loss_mask": mask}
 
 
 def _rank(rank: int, world: int, threads: int, port: int, args: argparse.Namespace, tok_dir: str, out: str) -> None:
