@@ -71,7 +71,8 @@ def load_checkpoint_model(ckpt_dir: str):
         raise unsupported_model("export supports the built-in tiny model and Hugging Face models; this checkpoint's "
                                 f"model came from {sorted(source)}")
     spec = ModelConfig(tiny=spec.tiny, hf_path=spec.hf_path, lora=lcfg, value_head=bool(manifest.get("value_head")),
-                       reward_head=bool(manifest.get("reward_head")), train_base=bool(manifest.get("train_base")))
+                       reward_head=bool(manifest.get("reward_head")), train_base=bool(manifest.get("train_base")),
+                       reward_pooling=str(manifest.get("reward_pooling") or "last"))
     m = build_model("export", spec, "cpu")
     checkpoint.restore(m, ckpt_dir)
     m.model.eval()

@@ -327,6 +327,12 @@ export const RmSchema = z.object({
   /** scenario reward-model: tokens kept of each prompt + response (its end, where the response is). */
   maxTokens: posInt.default(64),
   temperature: z.number().min(0).default(1),
+  /**
+   * Where the scalar head's reward comes from: "last", the head at the last token (the usual reward
+   * model, the paper's); "mean", the head averaged over every token of prompt and response, which
+   * learns additive, word-level preferences (such as the n-gram gold labeller's) from fewer pairs.
+   */
+  pooling: z.enum(["last", "mean"]).default("last"),
 }).strict();
 
 export const NonPrivateSchema = z.object({

@@ -53,6 +53,8 @@ export interface SpecOptions {
   lora?: boolean;
   valueHead?: boolean;
   rewardHead?: boolean;
+  /** How a reward head's sequence reward is read (config rm.pooling); "last" when not given. */
+  rewardPooling?: "last" | "mean";
   trainBase?: boolean;
   initSeed?: number;
 }
@@ -66,6 +68,7 @@ export function modelSpec(cfg: Config, base: Pick<BaseModel, "tokenizerDir" | "c
   spec.lora = o.lora ? { rank: m.lora.rank, alpha: m.lora.alpha, dropout: m.lora.dropout, targetModules: m.lora.targetModules } : { rank: 0, alpha: 1, targetModules: [] };
   spec.valueHead = o.valueHead ?? false;
   spec.rewardHead = o.rewardHead ?? false;
+  if (o.rewardHead && o.rewardPooling) spec.rewardPooling = o.rewardPooling;
   spec.trainBase = o.trainBase ?? false;
   const init = o.initCheckpoint ?? base.checkpoint;
   if (init) spec.initCheckpoint = init;

@@ -65,6 +65,8 @@ def save(m, out_dir: str, metadata: dict[str, str] | None = None) -> dict:
     manifest = {
         "format": FORMAT, "step": m.step, "source": m.source, "lora": m.lora.to_json(),
         "value_head": m.model.value_head is not None, "reward_head": m.model.reward_head is not None,
+        # engine models only: the reward-only sources (n-gram, HF, Python) have no pooling to choose
+        "reward_pooling": getattr(m.model, "reward_pooling", None),
         "train_base": m.train_base, "includes_base": m.base_in_checkpoint,
         "trainable": [canonical_name(n) for n in m.trainable], "optimizer": opt_cfg,
         "metadata": dict(metadata or {}), "files": files + [MANIFEST],
@@ -173,9 +175,20 @@ def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
         dst.copy_(src.to(device=dst.device, dtype=dst.dtype))
 
 
+def _check_pooling(model, manifest: dict, ckpt_dir: str) -> None:
+    """A reward head trained to be read one way scores nonsense when read another: refuse that."""
+    wanted = getattr(model, "reward_pooling", None)
+    if manifest.get("reward_head") and getattr(model, "reward_head", None) is not None and wanted is not None:
+        saved = manifest.get("reward_pooling") or "last"  # checkpoints from before pooling existed: last
+        if saved != wanted:
+            raise invalid_argument(f"checkpoint {ckpt_dir} holds a reward head trained with reward pooling {saved!r}; "
+                                   f"this model asks for {wanted!r} (set rm.pooling to {saved!r})")
+
+
 def restore(m, ckpt_dir: str) -> dict:
     """Restores a checkpoint into a model built with the same spec (exact resume)."""
     manifest = read_manifest(ckpt_dir)
+    _check_pooling(m.model, manifest, ckpt_dir)
     weights = _load(ckpt_dir, manifest, WEIGHTS)
     params = {canonical_name(n): p for n, p in m.model.named_parameters()}
     missing = [canonical_name(n) for n in m.trainable if canonical_name(n) not in weights]
@@ -201,6 +214,7 @@ def init_from_checkpoint(model, ckpt_dir: str) -> bool:
     """Loads a checkpoint's weights into a freshly built EngineModel *before* LoRA is applied.
     Returns True when base weights came from the checkpoint."""
     manifest = read_manifest(ckpt_dir)
+    _check_pooling(model, manifest, ckpt_dir)
     weights = _load(ckpt_dir, manifest, WEIGHTS)
     params = dict(model.named_parameters())
     lora = manifest.get("lora") or {}

@@ -6,7 +6,10 @@ EngineModel.forward(input_ids, want=...) is the single forward used for training
 torch.func), scoring and the first generation step:
   want="logits"        -> {"logits"}                 [B, L, V]
   want="logits_values" -> {"logits", "values"}       values [B, L] from the value head
-  want="rewards"       -> {"rewards"}                [B, L] reward head at every position
+  want="rewards"       -> {"rewards"}                [B, L] reward head at every position; with
+                                                     reward_pooling "mean", the running mean of the head
+                                                     up to each position (so the reward read at the
+                                                     last real token is the mean over the sequence)
 Entry points return (model, tokenizer): a transformers-style causal LM (forward(input_ids=...,
 use_cache=..., output_hidden_states=...) -> .logits, .hidden_states), or any module whose
 forward(input_ids) returns logits [B, L, V] (then causal_lm training and log-prob scoring
@@ -33,6 +36,7 @@ DTYPES = {"": torch.float32, "float32": torch.float32, "float64": torch.float64,
 # Mixed precision: float32 weights (the optimizer's master copy), the forward and backward under
 # torch.autocast in the given dtype; gradient sums and noise stay float32 (dp_step.py).
 AUTOCAST = {"autocast_bfloat16": torch.bfloat16}
+REWARD_POOLINGS = ("last", "mean")
 
 
 def _no_padding_check(*_a: Any, **_k: Any) -> None:
@@ -40,11 +44,15 @@ def _no_padding_check(*_a: Any, **_k: Any) -> None:
 
 
 class EngineModel(nn.Module):
-    def __init__(self, lm: nn.Module, hidden_size: int, value_head: bool, reward_head: bool) -> None:
+    def __init__(self, lm: nn.Module, hidden_size: int, value_head: bool, reward_head: bool,
+                 reward_pooling: str = "last") -> None:
         super().__init__()
+        if reward_pooling not in REWARD_POOLINGS:
+            raise invalid_argument(f"unknown reward pooling {reward_pooling!r}", supported=",".join(REWARD_POOLINGS))
         self.lm = lm
         self.value_head = ScalarHead(hidden_size) if value_head else None
         self.reward_head = ScalarHead(hidden_size) if reward_head else None
+        self.reward_pooling = reward_pooling
         # Hugging Face models check `pad_token_id in input_ids` when no mask is given: a Python
         # branch on tensor data that vmap cannot run. Training inputs are right-padded and causal,
         # so no mask is needed; silence the check on these instances.
@@ -68,7 +76,13 @@ class EngineModel(nn.Module):
                 hidden = body(input_ids=input_ids, use_cache=False, **kw).last_hidden_state
             else:
                 hidden = self.lm(input_ids=input_ids, use_cache=False, output_hidden_states=True, **kw).hidden_states[-1]
-            return {"rewards": self.reward_head(hidden)}
+            rewards = self.reward_head(hidden)
+            if self.reward_pooling == "mean":
+                # A running mean: every reader takes the value at the last real token, and with right
+                # padding under a causal model that value never sees the padding after it.
+                steps = torch.arange(1, rewards.shape[-1] + 1, device=rewards.device, dtype=rewards.dtype)
+                rewards = rewards.cumsum(-1) / steps
+            return {"rewards": rewards}
         need_values = want == "logits_values"
         if need_values and self.value_head is None:
             raise invalid_argument("this model has no value head (load it with value_head=true)")
@@ -154,6 +168,7 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     value_head: bool = False
     reward_head: bool = False
+    reward_pooling: str = "last"    # models.REWARD_POOLINGS: where the reward head's sequence reward comes from
     train_base: bool = False
     init_checkpoint: str = ""
     device: str = ""                # "": the worker's default device
@@ -280,7 +295,8 @@ def _build(handle: str, spec: ModelConfig, device: str, optimizer_spec: Optimize
     heads = bool(spec.value_head) or bool(spec.reward_head)
     if heads and not hasattr(lm, "config"):
         raise unsupported_model("value and reward heads need a transformers-style model (with .config and hidden_states)")
-    model = EngineModel(lm, _hidden_size(lm) if heads else 0, bool(spec.value_head), bool(spec.reward_head))
+    model = EngineModel(lm, _hidden_size(lm) if heads else 0, bool(spec.value_head), bool(spec.reward_head),
+                        spec.reward_pooling if spec.reward_head else "last")
     for head in (model.value_head, model.reward_head):
         if head is not None:
             head.reset(gen)

@@ -60,6 +60,7 @@ def model_config(spec: pb.ModelSpec) -> ModelConfig:
         lora=LoraConfig(int(spec.lora.rank), float(spec.lora.alpha), float(spec.lora.dropout),
                         tuple(spec.lora.target_modules)),
         value_head=spec.value_head, reward_head=spec.reward_head, train_base=spec.train_base,
+        reward_pooling=pb.RewardPooling.Name(spec.reward_pooling) if spec.reward_pooling else "last",
         init_checkpoint=spec.init_checkpoint, device=spec.device, init_seed=int(spec.init_seed), dtype=spec.dtype,
     )
 

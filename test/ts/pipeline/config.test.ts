@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfig, loadConfigFile, effectiveStages } from "../../../ts/pipeline/config.js";
+import { modelSpec } from "../../../ts/pipeline/context.js";
 import { planRun, formatPlan } from "../../../ts/pipeline/plan.js";
 import { cyclingBatches, poissonSample, shuffledBatches } from "../../../ts/pipeline/sampling.js";
 import { SeededRng } from "../../../ts/util/rng.js";
@@ -24,6 +25,15 @@ describe("config schema", () => {
     expect(() => parseConfig({ model: { tiny: { nEmbd: 65, nHead: 2 } } })).toThrow(/model\.tiny\.nEmbd: must be divisible/);
     expect(() => parseConfig({ model: { kind: "hf" } })).toThrow(/model\.hfPath: required/);
     expect(() => parseConfig({ ppo: { responseTokens: [16, 4] } })).toThrow(/ppo\.responseTokens/);
+  });
+  it("reads the reward model's pooling: last by default, mean on request, and only reward heads carry it", () => {
+    expect(parseConfig({}).rm.pooling).toBe("last");
+    const cfg = parseConfig({ rm: { pooling: "mean" } });
+    expect(() => parseConfig({ rm: { pooling: "max" } })).toThrow(/rm\.pooling/);
+    const base = { tokenizerDir: "/tok", checkpoint: "/base" };
+    expect(modelSpec(cfg, base, { lora: true, rewardHead: true, rewardPooling: cfg.rm.pooling }).rewardPooling).toBe("mean");
+    expect(modelSpec(cfg, base, { rewardHead: true }).rewardPooling).toBeUndefined(); // the worker's default: last
+    expect(modelSpec(cfg, base, { valueHead: true, rewardPooling: "mean" }).rewardPooling).toBeUndefined();
   });
   it("says what epsilon may be: a number in (0, 100] or \"inf\"", () => {
     expect(() => parseConfig({ privacy: { epsilon: "four" } })).toThrow(/privacy\.epsilon: expected a positive number or "inf"/);

@@ -82,7 +82,7 @@ describe("pipeline on a very small preset", () => {
 
   it("runs the RLHF scenario: a DP reward model on D2 from gold-labelled pairs, then DP-PPO against it, three stages in parallel", async () => {
     const cfg = parseConfig({
-      ...TINY, scenario: "rlhf", data: { ...TINY.data, rmFraction: 0.3, rmHeldOut: 6 }, rm: { batchSize: 4, epochs: 1, responseTokens: 3 },
+      ...TINY, scenario: "rlhf", data: { ...TINY.data, rmFraction: 0.3, rmHeldOut: 6 }, rm: { batchSize: 4, epochs: 1, responseTokens: 3, pooling: "mean" },
       eval: { ...TINY.eval, rewardModelPairs: 8 },
     });
     const runDir = join(tmpDir(), "run-rlhf");
@@ -92,6 +92,9 @@ describe("pipeline on a very small preset", () => {
     expect(s.rm!.heldOutPairs).toBeGreaterThan(0);
     expect(s.rm!.heldOutAccuracy).toBeGreaterThanOrEqual(0);
     expect(s.rm!.heldOutAccuracy).toBeLessThanOrEqual(1);
+    // rm.pooling reaches the worker: the DP reward model (and the evaluation one) were trained with mean pooling
+    expect(JSON.parse(readFileSync(join(runDir, s.rm!.checkpoint, "manifest.json"), "utf8")).reward_pooling).toBe("mean");
+    expect(JSON.parse(readFileSync(join(s.evalRm!.checkpoint, "manifest.json"), "utf8")).reward_pooling).toBe("mean");
     expect(s.privacy.stages.map((x) => x.stage)).toEqual(["sft", "rm", "ppo"]);
     for (const st of s.privacy.stages) expect(st.epsilon).toBeLessThanOrEqual(8 * (1 + 1e-6));
     const ledger = new PrivacyLedger(join(runDir, "ledger.jsonl"));

@@ -117,7 +117,7 @@ export async function trainRewardModel(ctx: PipelineContext, pairs: Pairs, heldO
   const pad = base.padId;
   const rng = ctx.rng.fork("rm");
   const rm = new RewardModel(ctx.api, RM_HANDLE);
-  await rm.load(modelSpec(cfg, base, { lora: true, rewardHead: true }), adamw(rmCfg.weightDecay));
+  await rm.load(modelSpec(cfg, base, { lora: true, rewardHead: true, rewardPooling: cfg.rm.pooling }), adamw(rmCfg.weightDecay));
   const guard = await openStage(ctx, plan, RM_HANDLE, rng);
   const n = pairs.chosen.length;
   await dpStageLoop(ctx, {
@@ -142,6 +142,6 @@ export async function trainRewardModel(ctx: PipelineContext, pairs: Pairs, heldO
 /** The trained DP reward model, loaded for scoring (PPO's reward in scenario rlhf). */
 export async function loadDpRewardModel(ctx: PipelineContext, checkpoint: string): Promise<RewardModel> {
   const model = new RewardModel(ctx.api, RM_SERVE_HANDLE);
-  await model.load(modelSpec(ctx.cfg, ctx.base, { rewardHead: true, initCheckpoint: ctx.run.resolve(checkpoint) }));
+  await model.load(modelSpec(ctx.cfg, ctx.base, { rewardHead: true, rewardPooling: ctx.cfg.rm.pooling, initCheckpoint: ctx.run.resolve(checkpoint) }));
   return model;
 }

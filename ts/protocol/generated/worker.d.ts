@@ -367,6 +367,7 @@ export namespace dpalign {
                 device?: (string|null);
                 initSeed?: (number|null);
                 dtype?: (string|null);
+                rewardPooling?: (dpalign.worker.v1.RewardPooling|null);
             }
 
             class ModelSpec implements IModelSpec {
@@ -385,7 +386,14 @@ export namespace dpalign {
                 public device: string;
                 public initSeed: number;
                 public dtype: string;
+                public rewardPooling: dpalign.worker.v1.RewardPooling;
                 public source?: ("tiny"|"hfPath"|"entryPoint"|"ngram"|"hfClassifier"|"pythonReward");
+            }
+
+            enum RewardPooling {
+                reward_pooling_unspecified = 0,
+                last = 1,
+                mean = 2
             }
 
             interface INgramModelSpec {
