@@ -90,6 +90,7 @@ def _rank_main(rank: int, world: int, port: int, tok_dir: str, out_dir: str) -> 
             json.dump({"reports": reports, "sha256": digest}, f)
     import torch.distributed as dist
 
+    dist.barrier()  # neither rank tears the group down while the other may still use it
     dist.destroy_process_group()
 
 
@@ -99,11 +100,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _all_written(out: str) -> bool:
+    return all(os.path.exists(os.path.join(out, f"{name}-{rank}.json")) for name, *_ in SCENARIOS for rank in (0, 1))
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tok_dir, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("ranks"))
-    mp.spawn(_rank_main, args=(2, _free_port(), tok_dir, out), nprocs=2, join=True)
-    return out
+    # Once in many full-suite runs on the 2-core CI machine a rank died of SIGABRT ("terminate
+    # called without an active exception") inside gloo, either joining (a port taken between
+    # _free_port and the store binding it) or tearing down. Neither is what the test checks: a
+    # group that wrote every rank's results is kept, otherwise the ranks run once more on a fresh
+    # port; a second failure fails the test.
+    for attempt in (1, 2):
+        out = str(tmp_path_factory.mktemp("ranks"))
+        try:
+            mp.spawn(_rank_main, args=(2, _free_port(), tok_dir, out), nprocs=2, join=True)
+            return out
+        except mp.ProcessExitedException as e:
+            if _all_written(out):
+                return out
+            if attempt == 2:
+                raise
+            print(f"two gloo ranks failed before writing their results ({e}); once more on a fresh port")
 
 
 @pytest.mark.parametrize("name,optimizer,private,share,steps", SCENARIOS)
